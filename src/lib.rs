@@ -1,1 +1,16 @@
-pub fn _placeholder() {}
+//! hookgate: an inbound webhook gateway. Senders' requests are verified on
+//! their raw bytes, validated, stored durably and idempotently, answered,
+//! and then normalized by a queue into a small stable event catalog.
+//! See ARCHITECTURE.md for the map of modules and their invariants.
+
+pub mod app;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod providers;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+pub mod verify;

@@ -1,1 +1,209 @@
-fn main(){}
+//! The `hookgate` command line: parsing and dispatch only; everything else
+//! lives in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hookgate::app::{self, Application, Options};
+use hookgate::config::{ProcessEnv, Settings};
+use hookgate::{providers, telemetry, verify};
+
+#[derive(Parser)]
+#[command(name = "hookgate", version, about = "Inbound webhook gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short, default_value = "hookgate.toml")]
+        config: PathBuf,
+    },
+    /// Load the config, the catalog and every provider definition, resolve
+    /// secrets, and report problems without serving.
+    Check {
+        #[arg(long, short, default_value = "hookgate.toml")]
+        config: PathBuf,
+    },
+    /// Create the database if needed and apply migrations, then exit.
+    Migrate {
+        #[arg(long, short, default_value = "hookgate.toml")]
+        config: PathBuf,
+    },
+    /// Print the headers a provider would send for a body (FILE or stdin),
+    /// as JSON, or with --curl a ready curl command.
+    Sign {
+        /// A provider folder name under --providers.
+        #[arg(long)]
+        provider: String,
+        /// The secret as the provider shows it (e.g. whsec_…); for
+        /// Standard Webhooks v1a, a whsk_ signing key.
+        #[arg(long)]
+        secret: String,
+        /// Target URL (default: http://127.0.0.1:8080/v1/webhooks/<provider>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Unix timestamp to sign with (default: now).
+        #[arg(long)]
+        timestamp: Option<i64>,
+        /// Message id, for schemes that sign one (default: a fresh msg_… id).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "providers")]
+        providers: PathBuf,
+        /// Print a curl command instead of JSON.
+        #[arg(long)]
+        curl: bool,
+        /// The body to sign; stdin when absent.
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check { config } => check(&config),
+        Command::Migrate { config } => migrate(&config),
+        Command::Sign {
+            provider,
+            secret,
+            url,
+            timestamp,
+            id,
+            providers,
+            curl,
+            file,
+        } => sign(SignArgs {
+            provider,
+            secret,
+            url,
+            timestamp,
+            id,
+            providers,
+            curl,
+            file,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_settings(path: &Path) -> anyhow::Result<Settings> {
+    Settings::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn serve(config: &Path) -> anyhow::Result<()> {
+    let settings = load_settings(config)?;
+    telemetry::init(&settings.log);
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let listen = settings.server.listen.clone();
+        let app = Application::build(settings, Options::default()).await?;
+        let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+        // One machine-readable line, for scripts and the crash test.
+        println!("hookgate listening on http://{host}:{}", app.port());
+        tracing::info!(port = app.port(), "hookgate serving");
+        app.run_until_stopped().await?;
+        tracing::info!("hookgate stopped");
+        Ok(())
+    })
+}
+
+fn check(config: &Path) -> anyhow::Result<()> {
+    let settings = load_settings(config)?;
+    let loaded = app::load_definitions(&settings, &ProcessEnv)?;
+    println!(
+        "ok: {} catalog types, {} providers ({}), {} sources",
+        loaded.catalog.len(),
+        loaded.registry.len(),
+        loaded
+            .registry
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        loaded.sources
+    );
+    Ok(())
+}
+
+fn migrate(config: &Path) -> anyhow::Result<()> {
+    let settings = load_settings(config)?;
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let store = hookgate::store::open(&settings.storage.url).await?;
+        store.close().await;
+        println!("ok: migrations applied to {}", settings.storage.url);
+        Ok(())
+    })
+}
+
+struct SignArgs {
+    provider: String,
+    secret: String,
+    url: Option<String>,
+    timestamp: Option<i64>,
+    id: Option<String>,
+    providers: PathBuf,
+    curl: bool,
+    file: Option<PathBuf>,
+}
+
+fn sign(args: SignArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let scheme = providers::load_scheme(&args.providers, &args.provider)?;
+    let body = match &args.file {
+        Some(f) => std::fs::read(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            buf
+        }
+    };
+    let timestamp = args
+        .timestamp
+        .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
+    let id = args
+        .id
+        .unwrap_or_else(|| format!("msg_{}", ulid::Ulid::new()));
+    let signed = verify::sign(&scheme, &args.secret, &body, timestamp, &id)?;
+    let mut url = args
+        .url
+        .unwrap_or_else(|| format!("http://127.0.0.1:8080/v1/webhooks/{}", args.provider));
+    if let Some(token) = &signed.path_token {
+        url = format!("{}/{token}", url.trim_end_matches('/'));
+    }
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    headers.extend(signed.headers);
+    if args.curl {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut cmd = format!("curl -sS -X POST {}", quote(&url));
+        for (k, v) in &headers {
+            cmd.push_str(&format!(" \\\n  -H {}", quote(&format!("{k}: {v}"))));
+        }
+        let data = match &args.file {
+            Some(f) => format!("@{}", f.display()),
+            None => String::from_utf8_lossy(&body).into_owned(),
+        };
+        cmd.push_str(&format!(" \\\n  --data-binary {}", quote(&data)));
+        println!("{cmd}");
+    } else {
+        let map: serde_json::Map<String, serde_json::Value> = headers
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "url": url, "headers": map }))?
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Start-up: settings → catalog → provider definitions → sources → store →
+//! ingest pipeline, queue workers and HTTP server. The listener is bound
+//! before anything is served, `port()` tells which port it got, and the app
+//! runs until its server stops (a signal, or `stop()`), then stops the
+//! workers and closes the store.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{resolve_secret, ProcessEnv, SecretEnv, Settings};
+use crate::http::{self, AppState};
+use crate::ingest::{build_sources, Ingestor, SourceError};
+use crate::providers::{LoadError, Registry};
+use crate::queue::Processor;
+use crate::store::{self, DynStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("provider definition: {0}")]
+    Provider(#[from] LoadError),
+    #[error("config: {0}")]
+    Source(#[from] SourceError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a test (or an embedding program) may swap.
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    pub env: Arc<dyn SecretEnv>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Arc::new(SystemClock),
+            env: Arc::new(ProcessEnv),
+        }
+    }
+}
+
+/// Everything `hookgate check` verifies, without opening storage or binding.
+pub struct Loaded {
+    pub catalog: Arc<Catalog>,
+    pub registry: Arc<Registry>,
+    pub sources: usize,
+}
+
+pub fn load_definitions(settings: &Settings, env: &dyn SecretEnv) -> Result<Loaded, StartupError> {
+    let catalog = Arc::new(Catalog::load(&settings.paths.catalog)?);
+    let registry = Arc::new(Registry::load(&settings.paths.providers, &catalog)?);
+    let sources = build_sources(settings, &registry, env)?;
+    Ok(Loaded {
+        catalog,
+        registry,
+        sources: sources.len(),
+    })
+}
+
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    store: DynStore,
+    processor: Arc<Processor>,
+    state: web::Data<AppState>,
+    workers: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, options: Options) -> Result<Application, StartupError> {
+        let catalog = Arc::new(Catalog::load(&settings.paths.catalog)?);
+        let registry = Arc::new(Registry::load(&settings.paths.providers, &catalog)?);
+        let sources = build_sources(&settings, &registry, options.env.as_ref())?;
+        let mut api_tokens = Vec::new();
+        for (i, reference) in settings.api.tokens.iter().enumerate() {
+            let field = format!("api.tokens[{i}]");
+            api_tokens.push(
+                resolve_secret(reference, &field, options.env.as_ref()).map_err(|e| {
+                    SourceError {
+                        field,
+                        message: e.to_string(),
+                    }
+                })?,
+            );
+        }
+        if api_tokens.is_empty() {
+            tracing::warn!("no [api] tokens configured: /v1/events and /v1/catalog refuse every call");
+        }
+
+        let store = store::open(&settings.storage.url).await?;
+        let wake = Arc::new(Notify::new());
+        let ingestor = Ingestor::new(
+            sources,
+            store.clone(),
+            settings.storage.max_batch,
+            options.clock.clone(),
+            wake.clone(),
+        );
+        let processor = Arc::new(Processor::new(
+            store.clone(),
+            registry,
+            catalog.clone(),
+            options.clock.clone(),
+            settings.queue.clone(),
+            wake,
+        ));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let workers = processor.spawn_workers(shutdown_rx);
+
+        let state = web::Data::new(AppState {
+            ingestor,
+            store: store.clone(),
+            catalog,
+            api_tokens,
+        });
+        let listener =
+            TcpListener::bind(&settings.server.listen).map_err(|source| StartupError::Listen {
+                addr: settings.server.listen.clone(),
+                source,
+            })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let server_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
+        })
+        .shutdown_timeout(30)
+        .listen(listener)
+        .map_err(|source| StartupError::Listen {
+            addr: settings.server.listen.clone(),
+            source,
+        })?;
+        if settings.server.http_workers > 0 {
+            server = server.workers(settings.server.http_workers);
+        }
+        let server = server.run();
+        Ok(Application {
+            port,
+            server,
+            store,
+            processor,
+            state,
+            workers,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> DynStore {
+        self.store.clone()
+    }
+
+    /// The queue, for driving it by hand (`drain`) in tests.
+    pub fn processor(&self) -> Arc<Processor> {
+        self.processor.clone()
+    }
+
+    pub fn ingestor_stats(&self) -> &crate::store::group_commit::Stats {
+        self.state.ingestor.committer().stats()
+    }
+
+    /// A handle that stops the server gracefully (in-flight requests finish).
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until the server stops (SIGINT/SIGTERM or a handle), then stop
+    /// the workers, let them finish their current delivery, close the store.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let _ = self.shutdown.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        self.store.close().await;
+        result
+    }
+}

@@ -1,0 +1,400 @@
+//! Settings: one TOML file, every key overridable by `HOOKGATE_*` environment
+//! variables (`HOOKGATE_SERVER__LISTEN`, `HOOKGATE_STORAGE__URL`, ...), with
+//! embedded defaults underneath. Secrets are references (`env:NAME`,
+//! `file:PATH`, or a literal, accepted with a warning) resolved once at start
+//! into `SecretString`s; this module never logs a resolved value.
+//!
+//! Relative paths (the SQLite file, `providers/`, `catalog/`) are resolved
+//! against the directory of the config file, so a config works from any
+//! working directory.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub storage: StorageSettings,
+    #[serde(default)]
+    pub api: ApiSettings,
+    #[serde(default)]
+    pub queue: QueueSettings,
+    #[serde(default)]
+    pub paths: PathSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub sources: Vec<SourceSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// `host:port`; port 0 picks a free port (tests).
+    pub listen: String,
+    /// Default body limit for every source (413 above it).
+    pub max_body_bytes: usize,
+    /// actix-web worker threads; 0 = one per core.
+    pub http_workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            http_workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// `sqlite://hookgate.db` (relative to the config file) or an absolute
+    /// `sqlite:///var/lib/hookgate/hookgate.db`.
+    pub url: String,
+    /// Most inserts grouped into one transaction (group commit).
+    pub max_batch: usize,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://hookgate.db".into(),
+            max_batch: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Bearer tokens accepted by `/v1/events` and `/v1/catalog` (references).
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Processing workers in this process; 0 disables them (tests drive the
+    /// queue by hand).
+    pub workers: usize,
+    /// Deliveries claimed per round trip.
+    pub batch: usize,
+    /// After this many failed attempts a delivery is `dead`.
+    pub max_attempts: u32,
+    /// How long a claim is held before another worker may take it over.
+    pub lease_secs: u64,
+    /// The slow sweep: due retries and expired leases are picked up at
+    /// least this often. New deliveries wake the workers at once.
+    pub sweep_interval_ms: u64,
+    /// First retry delay; doubles per attempt, with jitter, up to the max.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            batch: 32,
+            max_attempts: 8,
+            lease_secs: 60,
+            sweep_interval_ms: 5_000,
+            backoff_base_ms: 2_000,
+            backoff_max_ms: 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathSettings {
+    pub providers: PathBuf,
+    pub catalog: PathBuf,
+}
+
+impl Default for PathSettings {
+    fn default() -> Self {
+        Self {
+            providers: "providers".into(),
+            catalog: "catalog".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info,hookgate=debug`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSchemaViolation {
+    /// Store the authentic payload as `quarantined`, answer 200, don't process.
+    #[default]
+    Quarantine,
+    /// Answer 422 `schema_violation` with the failing paths.
+    Reject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// The path segment: `POST /v1/webhooks/{name}`.
+    pub name: String,
+    /// A folder under `providers/`.
+    pub provider: String,
+    /// Secret references; several while rotating.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub on_schema_violation: OnSchemaViolation,
+    /// Overrides `server.max_body_bytes` for this source.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl Settings {
+    /// Embedded defaults, then the file, then `HOOKGATE_*` variables
+    /// (`__` separates levels). Relative paths are made absolute against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let figment = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("HOOKGATE_").split("__"));
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        settings.make_paths_absolute(&base);
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Parse a config from a string, relative paths against `base`
+    /// (used by tests and `hookgate check`).
+    pub fn from_toml(text: &str, base: &Path) -> Result<Settings, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(text));
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.make_paths_absolute(base);
+        settings.check()?;
+        Ok(settings)
+    }
+
+    pub fn make_paths_absolute(&mut self, base: &Path) {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        self.paths.providers = abs(&self.paths.providers);
+        self.paths.catalog = abs(&self.paths.catalog);
+        if let Some(rest) = self.storage.url.strip_prefix("sqlite://") {
+            let file = rest.split('?').next().unwrap_or(rest);
+            if !file.is_empty() && !Path::new(file).is_absolute() {
+                self.storage.url = format!("sqlite://{}", abs(Path::new(rest)).display());
+            }
+        }
+    }
+
+    /// Structural checks figment can't express; each names the field.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let field = format!("sources[{i}].name");
+            if !valid_source_name(&source.name) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!(
+                        "{:?} is not a valid source name (lowercase letters, digits, '-' and '_', 1 to 64 characters, starting with a letter or digit)",
+                        source.name
+                    ),
+                });
+            }
+            if !seen.insert(source.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!("source {:?} is defined twice", source.name),
+                });
+            }
+        }
+        if self.queue.max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                field: "queue.max_attempts".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Source names are URL path segments: a closed alphabet keeps traversal,
+/// percent-encoding and unicode tricks out.
+pub fn valid_source_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+/// Where secret references are looked up. Production reads the process
+/// environment; tests pass a map instead of touching it.
+pub trait SecretEnv: Send + Sync {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl SecretEnv for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl SecretEnv for std::collections::HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{field}: environment variable {name} is not set")]
+    MissingEnv { field: String, name: String },
+    #[error("{field}: cannot read secret file {path}: {reason}")]
+    File {
+        field: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{field}: secret is empty")]
+    Empty { field: String },
+}
+
+/// Resolve one reference. `field` names it in errors (e.g.
+/// `sources[0].secrets[1]`); the value itself never appears in an error.
+pub fn resolve_secret(
+    reference: &str,
+    field: &str,
+    env: &dyn SecretEnv,
+) -> Result<SecretString, SecretError> {
+    let value = if let Some(name) = reference.strip_prefix("env:") {
+        env.var(name).ok_or_else(|| SecretError::MissingEnv {
+            field: field.into(),
+            name: name.into(),
+        })?
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .map_err(|e| SecretError::File {
+                field: field.into(),
+                path: path.into(),
+                reason: e.kind().to_string(),
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_string()
+    } else {
+        tracing::warn!(
+            field,
+            "secret given as a literal in the config; use env:NAME or file:PATH in production"
+        );
+        reference.to_string()
+    };
+    if value.is_empty() {
+        return Err(SecretError::Empty {
+            field: field.into(),
+        });
+    }
+    Ok(SecretString::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    #[test]
+    fn source_name_rejects_traversal_and_unicode() {
+        for bad in ["", "../etc", "a/b", "A", "stripe%2f", "strípe", "-x", &"a".repeat(65)] {
+            assert!(!valid_source_name(bad), "{bad:?} accepted");
+        }
+        for good in ["stripe", "stripe-main", "pd_2", "0x"] {
+            assert!(valid_source_name(good), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn resolve_secret_reads_env_and_names_field_not_value() {
+        let env: HashMap<String, String> = [("S".to_string(), "v4lue".to_string())].into();
+        let s = resolve_secret("env:S", "f", &env).unwrap();
+        assert_eq!(s.expose_secret(), "v4lue");
+        let err = resolve_secret("env:NOPE", "sources[0].secrets[0]", &env).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("sources[0].secrets[0]") && msg.contains("NOPE"));
+    }
+
+    #[test]
+    fn settings_relative_paths_follow_config_dir() {
+        let s = Settings::from_toml(
+            "[storage]\nurl = \"sqlite://data/h.db\"\n",
+            Path::new("/etc/hookgate"),
+        )
+        .unwrap();
+        assert_eq!(s.storage.url, "sqlite:///etc/hookgate/data/h.db");
+        assert_eq!(s.paths.providers, Path::new("/etc/hookgate/providers"));
+    }
+
+    #[test]
+    fn settings_reject_duplicate_sources_naming_field() {
+        let err = Settings::from_toml(
+            "[[sources]]\nname=\"a\"\nprovider=\"stripe\"\n[[sources]]\nname=\"a\"\nprovider=\"stripe\"\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sources[1].name"), "{err}");
+    }
+}

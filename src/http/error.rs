@@ -1,0 +1,96 @@
+//! The one place where errors become HTTP: status codes, the stable error
+//! codes of the contract, and the `{"error":{"code","message"}}` body. No
+//! stack traces, no secrets, no echo of a signature.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::ingest::IngestError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("storage is unavailable, retry later")]
+    Unavailable(#[from] StoreError),
+}
+
+/// Seconds a sender or client should wait after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Ingest(e) => e.code(),
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Ingest(e) => match e {
+                IngestError::UnknownSource => StatusCode::NOT_FOUND,
+                IngestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                IngestError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                IngestError::Verify(_) => StatusCode::UNAUTHORIZED,
+                IngestError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+                IngestError::SchemaViolation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut error = json!({ "code": self.code(), "message": self.public_message() });
+        if let ApiError::Ingest(IngestError::SchemaViolation(violations)) = self {
+            error["paths"] = json!(violations.iter().map(|v| &v.path).collect::<Vec<_>>());
+            error["violations"] = json!(violations);
+        }
+        let mut response = HttpResponse::build(status);
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            StatusCode::UNAUTHORIZED if matches!(self, ApiError::Unauthorized) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
+        }
+        response.json(json!({ "error": error }))
+    }
+}
+
+impl ApiError {
+    /// Storage details stay in the logs; callers only learn to retry.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Ingest(IngestError::Unavailable(e)) | ApiError::Unavailable(e) => {
+                tracing::error!(error = %e, "storage unavailable");
+                "storage is unavailable, retry later".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `POST /v1/webhooks/{source}[/{token}]`: read the raw body within the
+//! source's limit, hand it to the ingest pipeline, answer per the contract.
+//! Every refusal is audited (without the body) before it is answered.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::json;
+use tracing::Instrument;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::ingest::{Inbound, IngestError, Outcome, Source};
+use crate::store::Inserted;
+use crate::verify::Headers;
+
+pub async fn receive(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    handle(req, path.into_inner(), None, payload, state).await
+}
+
+pub async fn receive_with_token(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (source, token) = path.into_inner();
+    handle(req, source, Some(token), payload, state).await
+}
+
+async fn handle(
+    req: HttpRequest,
+    source_name: String,
+    token: Option<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let remote = req.peer_addr().map(|a| a.ip().to_string());
+    let span = tracing::info_span!("ingress", source = %source_name);
+    let result = run(&req, &source_name, token.as_deref(), payload, &state)
+        .instrument(span)
+        .await;
+    match result {
+        Ok(outcome) => Ok(respond(outcome)),
+        Err(e) => {
+            tracing::info!(code = e.code(), "request refused");
+            state.ingestor.record_rejection(&source_name, &e, remote);
+            Err(e.into())
+        }
+    }
+}
+
+async fn run(
+    req: &HttpRequest,
+    source_name: &str,
+    token: Option<&str>,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Outcome, IngestError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let content_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let source = state
+        .ingestor
+        .preflight(source_name, content_type, content_length)?;
+    // A token segment only exists for sources that authenticate by it.
+    if token.is_some() != uses_path_token(&source) {
+        return Err(IngestError::UnknownSource);
+    }
+    let body = read_body(payload, source.max_body_bytes).await?;
+    let mut headers = Headers::new();
+    for (name, value) in req.headers() {
+        if let Ok(v) = value.to_str() {
+            headers.push(name.as_str(), v);
+        }
+    }
+    let inbound = Inbound {
+        headers,
+        body: &body,
+        path_token: token,
+        remote_addr: req.peer_addr().map(|a| a.ip().to_string()),
+    };
+    state.ingestor.ingest(&source, inbound).await
+}
+
+fn uses_path_token(source: &Source) -> bool {
+    matches!(source.provider.scheme, crate::verify::SchemeConfig::PathToken(_))
+}
+
+/// The body as sent, cut off as soon as it passes the limit (chunked bodies
+/// have no Content-Length to check up front).
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, IngestError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| IngestError::InvalidBody(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(IngestError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn delivery_json(d: &Inserted) -> serde_json::Value {
+    json!({ "id": d.id, "provider_event_id": d.provider_event_id, "duplicate": d.duplicate })
+}
+
+fn respond(outcome: Outcome) -> HttpResponse {
+    let (status, deliveries, batch, violations) = match outcome {
+        Outcome::Accepted { deliveries, batch } => ("accepted", deliveries, batch, None),
+        Outcome::Quarantined {
+            deliveries,
+            batch,
+            violations,
+        } => ("quarantined", deliveries, batch, Some(violations)),
+    };
+    let mut body = if batch {
+        json!({ "status": status, "deliveries": deliveries.iter().map(delivery_json).collect::<Vec<_>>() })
+    } else {
+        match deliveries.first() {
+            Some(d) => json!({ "status": status, "id": d.id, "duplicate": d.duplicate }),
+            None => json!({ "status": status }),
+        }
+    };
+    if let Some(v) = violations {
+        body["violations"] = json!(v);
+    }
+    HttpResponse::Ok().json(body)
+}

@@ -1,0 +1,62 @@
+//! HTTP: actix-web routes over the ingest pipeline, the consumer API and
+//! health checks. This layer issues no SQL and owns no business rule; it
+//! turns requests into typed calls and results into responses
+//! (`error.rs` maps every error in one place).
+
+pub mod api;
+pub mod error;
+pub mod ingress;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::SecretString;
+
+use crate::catalog::Catalog;
+use crate::ingest::Ingestor;
+use crate::store::DynStore;
+use error::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    pub ingestor: Ingestor,
+    pub store: DynStore,
+    pub catalog: Arc<Catalog>,
+    pub api_tokens: Vec<SecretString>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::BadRequest(format!("invalid query: {e}")).into()
+    }))
+    .app_data(web::PathConfig::default().error_handler(|e, _| {
+        ApiError::BadRequest(format!("invalid path: {e}")).into()
+    }))
+    .service(
+        web::resource("/v1/webhooks/{source}")
+            .route(web::post().to(ingress::receive))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/webhooks/{source}/{token}")
+            .route(web::post().to(ingress::receive_with_token))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .route("/v1/events", web::get().to(api::list_events))
+    .route("/v1/events/{id}", web::get().to(api::get_event))
+    .route("/v1/catalog", web::get().to(api::catalog))
+    .route("/v1/admin/deliveries", web::get().to(api::list_deliveries))
+    .route("/v1/admin/deliveries/{id}", web::get().to(api::get_delivery))
+    .route("/v1/admin/rejections", web::get().to(api::list_rejections))
+    .route("/healthz", web::get().to(api::healthz))
+    .route("/readyz", web::get().to(api::readyz));
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let _ = req;
+    Err(ApiError::NotFound("no such route".into()))
+}

@@ -1,0 +1,396 @@
+//! The ingest pipeline, free of HTTP types: source lookup, limits, content
+//! type, signature verification on the raw bytes, parsing, schema
+//! validation, event-id extraction, and the durable idempotent insert
+//! through the group committer. `http::ingress` adapts it to actix-web and
+//! maps `IngestError` to status codes; nothing here knows a status code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+
+use crate::clock::{unix_ms, Clock};
+use crate::config::{resolve_secret, OnSchemaViolation, SecretEnv, Settings};
+use crate::providers::{Provider, Registry, Violation};
+use crate::store::group_commit::GroupCommitter;
+use crate::store::{
+    DeliveryStatus, DynStore, Inserted, NewDelivery, NewRequest, Rejection, StoreError,
+};
+use crate::verify::{Headers, KeyError, RequestView, Verifier, VerifyError};
+
+/// A configured source: a provider definition plus this source's secrets.
+pub struct Source {
+    pub name: String,
+    pub provider: Arc<Provider>,
+    pub verifier: Verifier,
+    pub on_schema_violation: OnSchemaViolation,
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("provider", &self.provider.name)
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SourceError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Resolve every source's provider and secrets and build its verifier.
+pub fn build_sources(
+    settings: &Settings,
+    registry: &Registry,
+    env: &dyn SecretEnv,
+) -> Result<HashMap<String, Arc<Source>>, SourceError> {
+    let mut sources = HashMap::new();
+    for (i, s) in settings.sources.iter().enumerate() {
+        let provider = registry.get(&s.provider).ok_or_else(|| SourceError {
+            field: format!("sources[{i}].provider"),
+            message: format!(
+                "unknown provider {:?} (known: {})",
+                s.provider,
+                registry
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        let mut secrets: Vec<SecretString> = Vec::with_capacity(s.secrets.len());
+        for (j, reference) in s.secrets.iter().enumerate() {
+            let field = format!("sources[{i}].secrets[{j}]");
+            secrets.push(resolve_secret(reference, &field, env).map_err(|e| SourceError {
+                field: field.clone(),
+                message: e.to_string(),
+            })?);
+        }
+        if secrets.is_empty() {
+            return Err(SourceError {
+                field: format!("sources[{i}].secrets"),
+                message: format!(
+                    "provider {:?} authenticates with scheme {:?}: give at least one secret",
+                    provider.name,
+                    provider.scheme.name()
+                ),
+            });
+        }
+        let verifier = Verifier::new(&provider.scheme, &secrets).map_err(|e| match e {
+            // A bad scheme parameter is the provider definition's fault.
+            KeyError::Config(_) => SourceError {
+                field: format!(
+                    "{}: field `signature`",
+                    provider.dir.join("provider.toml").display()
+                ),
+                message: e.to_string(),
+            },
+            _ => SourceError {
+                field: format!("sources[{i}].secrets"),
+                message: e.to_string(),
+            },
+        })?;
+        sources.insert(
+            s.name.clone(),
+            Arc::new(Source {
+                name: s.name.clone(),
+                provider: provider.clone(),
+                verifier,
+                on_schema_violation: s.on_schema_violation,
+                max_body_bytes: s.max_body_bytes.unwrap_or(settings.server.max_body_bytes),
+            }),
+        );
+    }
+    Ok(sources)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no source is configured under this name")]
+    UnknownSource,
+    #[error("the body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("this source accepts {expected}")]
+    UnsupportedMediaType { expected: String },
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("the body is not valid: {0}")]
+    InvalidBody(String),
+    #[error("the payload violates the provider's schema")]
+    SchemaViolation(Vec<Violation>),
+    #[error("storage is unavailable, retry later")]
+    Unavailable(#[from] StoreError),
+}
+
+impl IngestError {
+    /// The contract's stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::UnknownSource => "unknown_source",
+            IngestError::PayloadTooLarge { .. } => "payload_too_large",
+            IngestError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            IngestError::Verify(v) => v.code(),
+            IngestError::InvalidBody(_) => "invalid_body",
+            IngestError::SchemaViolation(_) => "schema_violation",
+            IngestError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A request as the HTTP edge read it.
+pub struct Inbound<'a> {
+    pub headers: Headers,
+    pub body: &'a [u8],
+    pub path_token: Option<&'a str>,
+    pub remote_addr: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Accepted {
+        deliveries: Vec<Inserted>,
+        batch: bool,
+    },
+    Quarantined {
+        deliveries: Vec<Inserted>,
+        batch: bool,
+        violations: Vec<Violation>,
+    },
+}
+
+/// Headers never written to the database: credentials, not evidence.
+const UNSTORED_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+pub struct Ingestor {
+    sources: HashMap<String, Arc<Source>>,
+    committer: GroupCommitter,
+    rejections: mpsc::Sender<Rejection>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+}
+
+impl Ingestor {
+    pub fn new(
+        sources: HashMap<String, Arc<Source>>,
+        store: DynStore,
+        max_batch: usize,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+    ) -> Ingestor {
+        Ingestor {
+            sources,
+            committer: GroupCommitter::spawn(store.clone(), max_batch),
+            rejections: spawn_rejection_log(store),
+            clock,
+            wake,
+        }
+    }
+
+    pub fn committer(&self) -> &GroupCommitter {
+        &self.committer
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Arc<Source>> {
+        self.sources.get(name)
+    }
+
+    /// Checks that need no body: the source exists, the declared length is
+    /// within its limit, the content type is one it accepts.
+    pub fn preflight(
+        &self,
+        name: &str,
+        content_type: Option<&str>,
+        content_length: Option<u64>,
+    ) -> Result<Arc<Source>, IngestError> {
+        let source = self.sources.get(name).ok_or(IngestError::UnknownSource)?;
+        if content_length.is_some_and(|n| n > source.max_body_bytes as u64) {
+            return Err(IngestError::PayloadTooLarge {
+                limit: source.max_body_bytes,
+            });
+        }
+        if !source.provider.accepts_content_type(content_type) {
+            return Err(IngestError::UnsupportedMediaType {
+                expected: source.provider.content_types.join(" or "),
+            });
+        }
+        Ok(source.clone())
+    }
+
+    /// Verify, validate, extract and durably store one request. Returns only
+    /// after the commit: an `Ok` may be answered 200.
+    pub async fn ingest(
+        &self,
+        source: &Source,
+        inbound: Inbound<'_>,
+    ) -> Result<Outcome, IngestError> {
+        let now = self.clock.now();
+        let view = RequestView {
+            headers: &inbound.headers,
+            body: inbound.body,
+            path_token: inbound.path_token,
+        };
+        // Nothing about the body is trusted, or even parsed, before this.
+        let _verified = source.verifier.verify(&view, now.unix_timestamp())?;
+
+        if inbound.body.is_empty() {
+            return Err(IngestError::InvalidBody("the body is empty".into()));
+        }
+        let payload: Value = serde_json::from_slice(inbound.body)
+            .map_err(|e| IngestError::InvalidBody(format!("not JSON: {e}")))?;
+        let provider = &source.provider;
+        let mut violations = provider.schema_violations(&payload);
+        let extracted = if violations.is_empty() {
+            match provider.extract(&payload, inbound.body, &inbound.headers, false) {
+                Ok(events) => events,
+                Err(e) => {
+                    violations.push(Violation {
+                        path: "/".into(),
+                        message: e.0,
+                    });
+                    provider
+                        .extract(&payload, inbound.body, &inbound.headers, true)
+                        .map_err(|e| IngestError::InvalidBody(e.0))?
+                }
+            }
+        } else {
+            provider
+                .extract(&payload, inbound.body, &inbound.headers, true)
+                .map_err(|e| IngestError::InvalidBody(e.0))?
+        };
+        let quarantine = !violations.is_empty();
+        if quarantine && source.on_schema_violation == OnSchemaViolation::Reject {
+            return Err(IngestError::SchemaViolation(violations));
+        }
+
+        let now_ms = unix_ms(now);
+        let violations_json = quarantine.then(|| serde_json::to_string(&violations).unwrap_or_default());
+        let status = if quarantine {
+            DeliveryStatus::Quarantined
+        } else {
+            DeliveryStatus::Pending
+        };
+        let request = NewRequest {
+            id: new_id("req", now_ms),
+            source: source.name.clone(),
+            provider: provider.name.clone(),
+            received_at_ms: now_ms,
+            remote_addr: inbound.remote_addr,
+            headers_json: stored_headers(&inbound.headers),
+            body: inbound.body.to_vec(),
+            deliveries: extracted
+                .iter()
+                .map(|e| NewDelivery {
+                    id: new_id("dlv", now_ms),
+                    item_index: e.item_index.map(|i| i as i64),
+                    provider_event_id: e.provider_event_id.clone(),
+                    provider_event_type: e.provider_event_type.clone(),
+                    occurred_at_ms: e.occurred_at.map(unix_ms),
+                    status,
+                    violations: violations_json.clone(),
+                })
+                .collect(),
+        };
+        let deliveries = self.committer.insert(request).await?;
+        if deliveries
+            .iter()
+            .any(|d| !d.duplicate && d.status == DeliveryStatus::Pending)
+        {
+            self.wake.notify_waiters();
+        }
+        for d in &deliveries {
+            tracing::info!(
+                source = %source.name,
+                provider = %provider.name,
+                provider_event_id = %d.provider_event_id,
+                delivery_id = %d.id,
+                duplicate = d.duplicate,
+                status = d.status.as_str(),
+                "delivery stored"
+            );
+        }
+        let batch = provider.event.items.is_some();
+        Ok(if quarantine {
+            Outcome::Quarantined {
+                deliveries,
+                batch,
+                violations,
+            }
+        } else {
+            Outcome::Accepted { deliveries, batch }
+        })
+    }
+
+    /// Audit a refused request (never its body). Best effort: the log is
+    /// bounded, and a flood of bad requests can't stall ingestion.
+    pub fn record_rejection(&self, source: &str, error: &IngestError, remote_addr: Option<String>) {
+        if matches!(error, IngestError::Unavailable(_)) {
+            return;
+        }
+        let now_ms = unix_ms(self.clock.now());
+        let message = match error {
+            IngestError::SchemaViolation(v) => v
+                .iter()
+                .map(|v| format!("{}: {}", v.path, v.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        let rejection = Rejection {
+            id: new_id("rej", now_ms),
+            source: source.chars().take(64).collect(),
+            code: error.code().to_string(),
+            message: message.chars().take(1000).collect(),
+            remote_addr,
+            received_at_ms: now_ms,
+        };
+        if self.rejections.try_send(rejection).is_err() {
+            tracing::warn!(source, "rejection log is full; a rejection was not recorded");
+        }
+    }
+}
+
+fn stored_headers(headers: &Headers) -> String {
+    let mut map: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (name, value) in headers.iter() {
+        let name = name.to_ascii_lowercase();
+        if !UNSTORED_HEADERS.contains(&name.as_str()) {
+            map.entry(name).or_default().push(value);
+        }
+    }
+    serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
+}
+
+/// `prefix_<ULID>`: unique, sortable by creation time.
+pub fn new_id(prefix: &str, now_ms: i64) -> String {
+    let ulid = ulid::Ulid::from_parts(now_ms.max(0) as u64, rand::random::<u128>());
+    format!("{prefix}_{ulid}")
+}
+
+fn spawn_rejection_log(store: DynStore) -> mpsc::Sender<Rejection> {
+    let (tx, mut rx) = mpsc::channel::<Rejection>(1024);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(64);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < 256 {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = store.record_rejections(&batch).await {
+                tracing::warn!(error = %e, count = batch.len(), "could not record rejections");
+            }
+            batch.clear();
+        }
+    });
+    tx
+}

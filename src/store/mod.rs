@@ -1,0 +1,237 @@
+//! Storage: one trait, backends behind it (SQLite now; PostgreSQL is the next
+//! backend). The store knows rows and transactions, never HTTP; the only
+//! errors it reports are "unavailable" (retry later) and "corrupt" (a row we
+//! can't read back). Times cross this boundary as unix milliseconds.
+
+pub mod group_commit;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::catalog::TypePattern;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Processing,
+    Done,
+    Failed,
+    Dead,
+    Quarantined,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Processing => "processing",
+            DeliveryStatus::Done => "done",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Quarantined => "quarantined",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        Some(match s {
+            "pending" => DeliveryStatus::Pending,
+            "processing" => DeliveryStatus::Processing,
+            "done" => DeliveryStatus::Done,
+            "failed" => DeliveryStatus::Failed,
+            "dead" => DeliveryStatus::Dead,
+            "quarantined" => DeliveryStatus::Quarantined,
+            _ => return None,
+        })
+    }
+}
+
+/// One accepted request and the provider events it carries.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub id: String,
+    pub source: String,
+    pub provider: String,
+    pub received_at_ms: i64,
+    pub remote_addr: Option<String>,
+    /// JSON object of the stored headers.
+    pub headers_json: String,
+    pub body: Vec<u8>,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub item_index: Option<i64>,
+    pub provider_event_id: String,
+    pub provider_event_type: Option<String>,
+    pub occurred_at_ms: Option<i64>,
+    /// `Pending` or `Quarantined`.
+    pub status: DeliveryStatus,
+    pub violations: Option<String>,
+}
+
+/// What the insert found for one provider event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    /// The delivery's id: the new one, or the original's for a duplicate.
+    pub id: String,
+    pub provider_event_id: String,
+    pub duplicate: bool,
+    pub status: DeliveryStatus,
+}
+
+/// A delivery leased by a worker, with what processing needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub source: String,
+    pub provider: String,
+    pub provider_event_id: String,
+    pub provider_event_type: Option<String>,
+    pub occurred_at_ms: Option<i64>,
+    pub received_at_ms: i64,
+    pub item_index: Option<i64>,
+    pub attempts: u32,
+    pub body: Vec<u8>,
+    pub headers_json: String,
+}
+
+/// A catalog event ready to store (already validated).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub payload_json: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub payload_json: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub source: String,
+    pub provider: String,
+    pub provider_event_id: String,
+    pub provider_event_type: Option<String>,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub violations: Option<String>,
+    pub received_at_ms: i64,
+    pub next_attempt_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub id: String,
+    pub source: String,
+    pub code: String,
+    pub message: String,
+    pub remote_addr: Option<String>,
+    pub received_at_ms: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectionRecord {
+    pub id: String,
+    pub source: String,
+    pub code: String,
+    pub message: String,
+    pub remote_addr: Option<String>,
+    pub received_at_ms: i64,
+}
+
+/// How a failed attempt ends: retried later, or dead.
+#[derive(Debug, Clone, Copy)]
+pub enum Retry {
+    At(i64),
+    Dead,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database can't be reached or refused the write: answer 503.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Insert requests and their deliveries in ONE transaction, idempotent
+    /// on `(source, provider_event_id)`; returns, per request, what each
+    /// provider event became. Returns only after the commit is durable.
+    async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>>;
+
+    /// Lease up to `limit` due deliveries (pending, failed and due, or
+    /// processing with an expired lease) until `lease_until_ms`.
+    async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32)
+        -> StoreResult<Vec<Claimed>>;
+
+    /// Store the catalog events (ids are deterministic; existing ones are
+    /// kept) and mark the delivery done, in one transaction.
+    async fn complete(&self, delivery_id: &str, events: &[NewEvent], now_ms: i64)
+        -> StoreResult<()>;
+
+    /// Record a failed attempt.
+    async fn fail(&self, delivery_id: &str, error: &str, retry: Retry, now_ms: i64)
+        -> StoreResult<()>;
+
+    async fn record_rejections(&self, batch: &[Rejection]) -> StoreResult<()>;
+
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        types: &[TypePattern],
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>>;
+
+    async fn get_event(&self, id: &str) -> StoreResult<Option<StoredEvent>>;
+
+    async fn get_delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>>;
+
+    async fn list_deliveries(
+        &self,
+        source: Option<&str>,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
+
+    async fn list_rejections(&self, limit: u32) -> StoreResult<Vec<RejectionRecord>>;
+
+    /// Reachable and migrated.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Wait for in-flight work and close connections.
+    async fn close(&self);
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Open the backend named by the URL and apply its migrations.
+pub async fn open(url: &str) -> Result<DynStore, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Unavailable(
+            "the PostgreSQL backend is not built yet; use a sqlite:// URL".into(),
+        ))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "unsupported storage URL scheme in {:?}",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}

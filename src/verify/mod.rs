@@ -1,0 +1,277 @@
+//! Signature verification for inbound webhooks: decides whether a request
+//! really comes from the sender that holds a source's secret.
+//!
+//! The module is pure. It does no I/O and never reads the clock: the caller
+//! passes the raw body bytes, the headers, the path token and `now`, so
+//! tolerance windows are tested with fixed times. A [`Verifier`] is built once
+//! at start-up from a provider's [`SchemeConfig`] and a source's secrets; the
+//! only way to obtain a [`Verified`] proof is a successful
+//! [`Verifier::verify`]. [`sign`] is the sender's side of every scheme, used
+//! by `hookgate sign` and by tests. Nothing here knows about HTTP status
+//! codes: [`VerifyError::code`] gives a stable machine-readable code and the
+//! HTTP layer maps it.
+//!
+//! Submodules are referred to with relative paths only, so this directory
+//! also builds as a crate of its own.
+
+mod hmac;
+mod mac;
+mod path_token;
+mod standard_webhooks;
+mod stripe;
+mod wire;
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub use self::hmac::{HmacAlgorithm, HmacConfig, KeyEncoding, SignatureEncoding};
+pub use self::path_token::PathTokenConfig;
+pub use self::standard_webhooks::StandardWebhooksConfig;
+pub use self::stripe::StripeConfig;
+
+/// Case-insensitive header multimap built at the HTTP edge (values that are
+/// not valid UTF-8 are dropped by the caller).
+///
+/// Names are stored lower-cased, in arrival order, so [`Headers::get`] returns
+/// the first value a sender put on the wire.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    entries: Vec<(String, String)>,
+}
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, name: &str, value: &str) {
+        self.entries
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+    }
+
+    /// The first value of `name`, compared case-insensitively.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, in arrival order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All entries with lower-cased names, in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+/// The parts of a request a scheme may need. `body` must be the raw bytes as
+/// received: signatures cover bytes, and re-serialized JSON does not match.
+pub struct RequestView<'a> {
+    pub headers: &'a Headers,
+    pub body: &'a [u8],
+    /// The `{token}` segment of `POST /v1/webhooks/{source}/{token}`, if any.
+    pub path_token: Option<&'a str>,
+}
+
+/// Deserialized from the `[signature]` table of a provider.toml; `scheme` is
+/// the tag (kebab-case).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "scheme", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SchemeConfig {
+    Stripe(StripeConfig),
+    StandardWebhooks(StandardWebhooksConfig),
+    Hmac(HmacConfig),
+    PathToken(PathTokenConfig),
+}
+
+impl SchemeConfig {
+    /// The scheme's tag as written in provider.toml.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SchemeConfig::Stripe(_) => "stripe",
+            SchemeConfig::StandardWebhooks(_) => "standard-webhooks",
+            SchemeConfig::Hmac(_) => "hmac",
+            SchemeConfig::PathToken(_) => "path-token",
+        }
+    }
+}
+
+/// Proof that a request verified; only this module can construct it (private
+/// field).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The signed timestamp, for schemes that sign one.
+    pub timestamp: Option<i64>,
+    _proof: (),
+}
+
+impl Verified {
+    fn new(timestamp: Option<i64>) -> Self {
+        Verified {
+            timestamp,
+            _proof: (),
+        }
+    }
+}
+
+/// Why a request did not verify. Deliberately coarse: telling a caller which
+/// part of a signature was wrong helps only an attacker.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The header (or path token) that should carry the signature, or a
+    /// header the signature depends on, is absent or empty.
+    #[error("the request carries no signature")]
+    MissingSignature,
+    /// A signature is present but malformed, oversized, or matches none of
+    /// the source's secrets.
+    #[error("the request signature is invalid")]
+    InvalidSignature,
+    /// The signature is authentic but its timestamp is outside the allowed
+    /// window (too old or too far in the future).
+    #[error("the request timestamp is outside the allowed tolerance")]
+    TimestampOutOfTolerance,
+}
+
+impl VerifyError {
+    /// A stable machine-readable code for API responses and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::MissingSignature => "missing_signature",
+            VerifyError::InvalidSignature => "invalid_signature",
+            VerifyError::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
+        }
+    }
+}
+
+/// A secret or a scheme configuration that cannot be used. Messages name a
+/// secret by its 1-based position in the source's list ("secret #2") and never
+/// contain the secret or any part of it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("no secret is configured")]
+    NoSecrets,
+    #[error("secret #{index} is not a valid {expected}: {reason}")]
+    InvalidSecret {
+        /// 1-based position in the list of secrets.
+        index: usize,
+        /// What the scheme expects, e.g. "whsec_ key".
+        expected: &'static str,
+        reason: &'static str,
+    },
+    #[error("invalid signature configuration: {0}")]
+    Config(String),
+    #[error("cannot sign: {0}")]
+    CannotSign(&'static str),
+}
+
+/// Built once at start-up from the provider's scheme and the source's secrets
+/// (several while rotating: any one verifying is enough).
+pub struct Verifier {
+    inner: Inner,
+}
+
+enum Inner {
+    Stripe(stripe::StripeVerifier),
+    StandardWebhooks(standard_webhooks::StandardWebhooksVerifier),
+    Hmac(hmac::HmacVerifier),
+    PathToken(path_token::PathTokenVerifier),
+}
+
+impl Verifier {
+    pub fn new(scheme: &SchemeConfig, secrets: &[SecretString]) -> Result<Verifier, KeyError> {
+        if secrets.is_empty() {
+            return Err(KeyError::NoSecrets);
+        }
+        let secrets: Vec<&str> = secrets.iter().map(|s| s.expose_secret()).collect();
+        let inner = match scheme {
+            SchemeConfig::Stripe(c) => Inner::Stripe(stripe::StripeVerifier::new(c, &secrets)?),
+            SchemeConfig::StandardWebhooks(c) => Inner::StandardWebhooks(
+                standard_webhooks::StandardWebhooksVerifier::new(c, &secrets)?,
+            ),
+            SchemeConfig::Hmac(c) => Inner::Hmac(hmac::HmacVerifier::new(c, &secrets)?),
+            SchemeConfig::PathToken(c) => {
+                Inner::PathToken(path_token::PathTokenVerifier::new(c, &secrets)?)
+            }
+        };
+        Ok(Verifier { inner })
+    }
+
+    /// Checks `req` against every configured secret; `now_unix` is the
+    /// receiver's clock in Unix seconds.
+    pub fn verify(&self, req: &RequestView<'_>, now_unix: i64) -> Result<Verified, VerifyError> {
+        match &self.inner {
+            Inner::Stripe(v) => v.verify(req, now_unix),
+            Inner::StandardWebhooks(v) => v.verify(req, now_unix),
+            Inner::Hmac(v) => v.verify(req, now_unix),
+            Inner::PathToken(v) => v.verify(req),
+        }
+    }
+
+    /// The scheme's tag, for logs.
+    pub fn scheme_name(&self) -> &'static str {
+        match &self.inner {
+            Inner::Stripe(_) => "stripe",
+            Inner::StandardWebhooks(_) => "standard-webhooks",
+            Inner::Hmac(_) => "hmac",
+            Inner::PathToken(_) => "path-token",
+        }
+    }
+
+    fn key_count(&self) -> usize {
+        match &self.inner {
+            Inner::Stripe(v) => v.key_count(),
+            Inner::StandardWebhooks(v) => v.key_count(),
+            Inner::Hmac(v) => v.key_count(),
+            Inner::PathToken(v) => v.key_count(),
+        }
+    }
+}
+
+// Hand-written so that key material (raw keys, HMAC states, token digests)
+// can never reach a log line through `{:?}`.
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("scheme", &self.scheme_name())
+            .field("keys", &self.key_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a sender would send: used by `hookgate sign` and by tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRequest {
+    pub headers: Vec<(String, String)>,
+    pub path_token: Option<String>,
+}
+
+/// Signs `body` the way a sender using `scheme` and `secret` would. `id` is
+/// used only by schemes that sign a message id (Standard Webhooks).
+pub fn sign(
+    scheme: &SchemeConfig,
+    secret: &str,
+    body: &[u8],
+    timestamp: i64,
+    id: &str,
+) -> Result<SignedRequest, KeyError> {
+    match scheme {
+        SchemeConfig::Stripe(c) => stripe::sign(c, secret, body, timestamp),
+        SchemeConfig::StandardWebhooks(c) => {
+            standard_webhooks::sign(c, secret, body, timestamp, id)
+        }
+        SchemeConfig::Hmac(c) => hmac::sign(c, secret, body, timestamp),
+        SchemeConfig::PathToken(c) => path_token::sign(c, secret),
+    }
+}
+
+#[cfg(test)]
+mod tests;
