@@ -98,7 +98,9 @@ impl Application {
             );
         }
         if api_tokens.is_empty() {
-            tracing::warn!("no [api] tokens configured: /v1/events and /v1/catalog refuse every call");
+            tracing::warn!(
+                "no [api] tokens configured: /v1/events and /v1/catalog refuse every call"
+            );
         }
 
         let store = store::open(&settings.storage.url).await?;
@@ -174,7 +176,8 @@ impl Application {
         self.processor.clone()
     }
 
-    pub fn ingestor_stats(&self) -> &crate::store::group_commit::Stats {
+    /// Group-commit counters (commits vs. rows), for tests and benchmarks.
+    pub fn ingestor_stats(&self) -> Arc<crate::store::group_commit::Stats> {
         self.state.ingestor.committer().stats()
     }
 

@@ -359,7 +359,16 @@ mod tests {
 
     #[test]
     fn source_name_rejects_traversal_and_unicode() {
-        for bad in ["", "../etc", "a/b", "A", "stripe%2f", "strípe", "-x", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "A",
+            "stripe%2f",
+            "strípe",
+            "-x",
+            &"a".repeat(65),
+        ] {
             assert!(!valid_source_name(bad), "{bad:?} accepted");
         }
         for good in ["stripe", "stripe-main", "pd_2", "0x"] {

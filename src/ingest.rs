@@ -69,10 +69,12 @@ pub fn build_sources(
         let mut secrets: Vec<SecretString> = Vec::with_capacity(s.secrets.len());
         for (j, reference) in s.secrets.iter().enumerate() {
             let field = format!("sources[{i}].secrets[{j}]");
-            secrets.push(resolve_secret(reference, &field, env).map_err(|e| SourceError {
-                field: field.clone(),
-                message: e.to_string(),
-            })?);
+            secrets.push(
+                resolve_secret(reference, &field, env).map_err(|e| SourceError {
+                    field: field.clone(),
+                    message: e.to_string(),
+                })?,
+            );
         }
         if secrets.is_empty() {
             return Err(SourceError {
@@ -271,7 +273,8 @@ impl Ingestor {
         }
 
         let now_ms = unix_ms(now);
-        let violations_json = quarantine.then(|| serde_json::to_string(&violations).unwrap_or_default());
+        let violations_json =
+            quarantine.then(|| serde_json::to_string(&violations).unwrap_or_default());
         let status = if quarantine {
             DeliveryStatus::Quarantined
         } else {
@@ -352,7 +355,10 @@ impl Ingestor {
             received_at_ms: now_ms,
         };
         if self.rejections.try_send(rejection).is_err() {
-            tracing::warn!(source, "rejection log is full; a rejection was not recorded");
+            tracing::warn!(
+                source,
+                "rejection log is full; a rejection was not recorded"
+            );
         }
     }
 }

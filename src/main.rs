@@ -108,7 +108,10 @@ fn serve(config: &Path) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listen = settings.server.listen.clone();
         let app = Application::build(settings, Options::default()).await?;
-        let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+        let host = listen
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or("127.0.0.1");
         // One machine-readable line, for scripts and the crash test.
         println!("hookgate listening on http://{host}:{}", app.port());
         tracing::info!(port = app.port(), "hookgate serving");

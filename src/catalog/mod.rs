@@ -258,14 +258,22 @@ mod tests {
             "examples": [{"invoice_id": 5}]
         });
         let err = compile_type("invoice.paid".into(), schema).unwrap_err();
-        assert!(err.contains("examples[0]") && err.contains("/invoice_id"), "{err}");
+        assert!(
+            err.contains("examples[0]") && err.contains("/invoice_id"),
+            "{err}"
+        );
     }
 
     #[test]
     fn catalog_loads_repo_catalog_and_examples_validate() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog");
         let catalog = Catalog::load(&dir).unwrap();
-        for required in ["invoice.paid", "payment.failed", "alert.triggered", "domain.renewed"] {
+        for required in [
+            "invoice.paid",
+            "payment.failed",
+            "alert.triggered",
+            "domain.renewed",
+        ] {
             assert!(catalog.get(required).is_some(), "{required} missing");
         }
     }

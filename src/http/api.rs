@@ -47,9 +47,8 @@ pub struct EventsQuery {
 }
 
 fn event_json(e: &StoredEvent) -> Result<Value, ApiError> {
-    serde_json::from_str(&e.payload_json).map_err(|err| {
-        ApiError::Unavailable(crate::store::StoreError::Corrupt(err.to_string()))
-    })
+    serde_json::from_str(&e.payload_json)
+        .map_err(|err| ApiError::Unavailable(crate::store::StoreError::Corrupt(err.to_string())))
 }
 
 /// `GET /v1/events?after=&type=&limit=`: commit order; `next` is the cursor
@@ -75,7 +74,10 @@ pub async fn list_events(
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
     let events = state.store.list_events(after, &types, limit).await?;
     let next = events.last().map(|e| e.seq).unwrap_or(after);
-    let events = events.iter().map(event_json).collect::<Result<Vec<_>, _>>()?;
+    let events = events
+        .iter()
+        .map(event_json)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(json!({ "events": events, "next": next.to_string() })))
 }
 
@@ -92,7 +94,10 @@ pub async fn get_event(
 }
 
 /// `GET /v1/catalog`: every type with its version, schema and example.
-pub async fn catalog(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn catalog(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let types: Vec<Value> = state
         .catalog

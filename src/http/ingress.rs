@@ -74,8 +74,9 @@ async fn run(
     let source = state
         .ingestor
         .preflight(source_name, content_type, content_length)?;
-    // A token segment only exists for sources that authenticate by it.
-    if token.is_some() != uses_path_token(&source) {
+    // A token segment only exists for sources that authenticate by it (one
+    // that does, called without it, fails verification as unsigned).
+    if token.is_some() && !uses_path_token(&source) {
         return Err(IngestError::UnknownSource);
     }
     let body = read_body(payload, source.max_body_bytes).await?;
@@ -95,7 +96,10 @@ async fn run(
 }
 
 fn uses_path_token(source: &Source) -> bool {
-    matches!(source.provider.scheme, crate::verify::SchemeConfig::PathToken(_))
+    matches!(
+        source.provider.scheme,
+        crate::verify::SchemeConfig::PathToken(_)
+    )
 }
 
 /// The body as sent, cut off as soon as it passes the limit (chunked bodies
@@ -103,7 +107,8 @@ fn uses_path_token(source: &Source) -> bool {
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, IngestError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| IngestError::InvalidBody(format!("could not read the body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| IngestError::InvalidBody(format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(IngestError::PayloadTooLarge { limit });
         }

@@ -26,12 +26,14 @@ pub struct AppState {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::BadRequest(format!("invalid query: {e}")).into()
-    }))
-    .app_data(web::PathConfig::default().error_handler(|e, _| {
-        ApiError::BadRequest(format!("invalid path: {e}")).into()
-    }))
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::BadRequest(format!("invalid query: {e}")).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::BadRequest(format!("invalid path: {e}")).into()),
+    )
     .service(
         web::resource("/v1/webhooks/{source}")
             .route(web::post().to(ingress::receive))
@@ -46,7 +48,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/v1/events/{id}", web::get().to(api::get_event))
     .route("/v1/catalog", web::get().to(api::catalog))
     .route("/v1/admin/deliveries", web::get().to(api::list_deliveries))
-    .route("/v1/admin/deliveries/{id}", web::get().to(api::get_delivery))
+    .route(
+        "/v1/admin/deliveries/{id}",
+        web::get().to(api::get_delivery),
+    )
     .route("/v1/admin/rejections", web::get().to(api::list_rejections))
     .route("/healthz", web::get().to(api::healthz))
     .route("/readyz", web::get().to(api::readyz));

@@ -287,18 +287,29 @@ impl Mapping {
                     None => continue,
                 },
             };
-            let mut data = match &entry.data_from {
-                Some(p) => match item.pointer(p) {
-                    Some(Value::Object(o)) => o.clone(),
+            // A copied object keeps only the fields the catalog type
+            // declares: a sender's extra fields are not an error, and they
+            // don't leak past the catalog either.
+            let mut data = match (&entry.data_from, catalog.get(&event_type)) {
+                (Some(p), Some(ty)) => match item.pointer(p) {
+                    Some(Value::Object(o)) => {
+                        let known: Vec<&str> = ty.properties().collect();
+                        o.iter()
+                            .filter(|(k, _)| known.contains(&k.as_str()))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    }
                     _ => serde_json::Map::new(),
                 },
-                None => serde_json::Map::new(),
+                _ => serde_json::Map::new(),
             };
             for (name, field) in &entry.fields {
-                if let Some(v) = field_value(field, item).map_err(|message| MapError::Transform {
-                    field: name.clone(),
-                    message,
-                })? {
+                if let Some(v) =
+                    field_value(field, item).map_err(|message| MapError::Transform {
+                        field: name.clone(),
+                        message,
+                    })?
+                {
                     data.insert(name.clone(), v);
                 }
             }
@@ -437,7 +448,11 @@ currency = { pointer = "/cur", transform = "lowercase" }
         )
         .unwrap();
         let out = m
-            .apply("invoice.x", &json!({"id": "in_1", "cur": "USD", "paid": true}), &c)
+            .apply(
+                "invoice.x",
+                &json!({"id": "in_1", "cur": "USD", "paid": true}),
+                &c,
+            )
             .unwrap_or_default();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].data["currency"], "usd");
@@ -446,7 +461,10 @@ currency = { pointer = "/cur", transform = "lowercase" }
             .apply("invoice.x", &json!({"id": "in_1", "paid": false}), &c)
             .unwrap();
         assert!(none.is_empty());
-        assert!(m.apply("other", &json!({"paid": true}), &c).unwrap().is_empty());
+        assert!(m
+            .apply("other", &json!({"paid": true}), &c)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -190,7 +190,10 @@ impl Provider {
             .and_then(|c| c.split(';').next())
             .map(|m| m.trim().to_ascii_lowercase());
         match media {
-            Some(m) => self.content_types.iter().any(|c| c.eq_ignore_ascii_case(&m)),
+            Some(m) => self
+                .content_types
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(&m)),
             None => false,
         }
     }
@@ -204,7 +207,11 @@ impl Provider {
                 .map(|e| {
                     let path = e.instance_path.as_str();
                     Violation {
-                        path: if path.is_empty() { "/".into() } else { path.into() },
+                        path: if path.is_empty() {
+                            "/".into()
+                        } else {
+                            path.into()
+                        },
                         message: e.to_string(),
                     }
                 })
@@ -225,13 +232,9 @@ impl Provider {
         lenient: bool,
     ) -> Result<Vec<ExtractedEvent>, ExtractError> {
         let Some(items_ptr) = &self.event.items else {
-            return Ok(vec![self.extract_one(
-                payload,
-                raw_body,
-                headers,
-                None,
-                lenient,
-            )?]);
+            return Ok(vec![
+                self.extract_one(payload, raw_body, headers, None, lenient)?
+            ]);
         };
         match payload.pointer(items_ptr) {
             Some(Value::Array(items)) if !items.is_empty() => items
@@ -242,13 +245,9 @@ impl Provider {
                     self.extract_one(item, &bytes, headers, Some(i), lenient)
                 })
                 .collect(),
-            _ if lenient => Ok(vec![self.extract_one(
-                payload,
-                raw_body,
-                headers,
-                None,
-                true,
-            )?]),
+            _ if lenient => Ok(vec![
+                self.extract_one(payload, raw_body, headers, None, true)?
+            ]),
             _ => Err(ExtractError(format!(
                 "{items_ptr} must be a non-empty array of events"
             ))),
@@ -445,7 +444,10 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         ));
     }
     if parsed.content_types.is_empty() {
-        return Err(fail(&file, "field `content_types`: must not be empty".into()));
+        return Err(fail(
+            &file,
+            "field `content_types`: must not be empty".into(),
+        ));
     }
     let occurred_at = match parsed.event.occurred_at {
         Some(mut l) => {
@@ -459,7 +461,10 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
     };
     if let Some(items) = &parsed.event.items {
         if !items.starts_with('/') {
-            return Err(fail(&file, "field `event.items`: must be a JSON pointer".into()));
+            return Err(fail(
+                &file,
+                "field `event.items`: must be a JSON pointer".into(),
+            ));
         }
     }
     let event = EventSpec {
@@ -478,8 +483,8 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
                     format!("field `schema.file`: cannot read {}: {e}", path.display()),
                 )
             })?;
-            let json: Value = serde_json::from_str(&text)
-                .map_err(|e| fail(&path, format!("not JSON: {e}")))?;
+            let json: Value =
+                serde_json::from_str(&text).map_err(|e| fail(&path, format!("not JSON: {e}")))?;
             Some(
                 jsonschema::validator_for(&json)
                     .map_err(|e| fail(&path, format!("invalid JSON Schema: {e}")))?,

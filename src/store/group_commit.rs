@@ -44,8 +44,7 @@ impl GroupCommitter {
                         Err(_) => break,
                     }
                 }
-                let (requests, replies): (Vec<NewRequest>, Vec<Reply>) =
-                    waiting.drain(..).unzip();
+                let (requests, replies): (Vec<NewRequest>, Vec<Reply>) = waiting.drain(..).unzip();
                 let result = store.insert_requests(&requests).await;
                 task_stats.commits.fetch_add(1, Ordering::Relaxed);
                 task_stats
@@ -80,7 +79,7 @@ impl GroupCommitter {
             .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 }

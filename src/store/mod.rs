@@ -177,17 +177,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lease up to `limit` due deliveries (pending, failed and due, or
     /// processing with an expired lease) until `lease_until_ms`.
-    async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32)
-        -> StoreResult<Vec<Claimed>>;
+    async fn claim(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Claimed>>;
 
     /// Store the catalog events (ids are deterministic; existing ones are
     /// kept) and mark the delivery done, in one transaction.
-    async fn complete(&self, delivery_id: &str, events: &[NewEvent], now_ms: i64)
-        -> StoreResult<()>;
+    async fn complete(
+        &self,
+        delivery_id: &str,
+        events: &[NewEvent],
+        now_ms: i64,
+    ) -> StoreResult<()>;
 
     /// Record a failed attempt.
-    async fn fail(&self, delivery_id: &str, error: &str, retry: Retry, now_ms: i64)
-        -> StoreResult<()>;
+    async fn fail(
+        &self,
+        delivery_id: &str,
+        error: &str,
+        retry: Retry,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 
     async fn record_rejections(&self, batch: &[Rejection]) -> StoreResult<()>;
 

@@ -216,11 +216,16 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(unavailable)?;
         // RETURNING order is unspecified; process in arrival order.
-        claimed.sort_by(|a, b| a.received_at_ms.cmp(&b.received_at_ms));
+        claimed.sort_by_key(|c| c.received_at_ms);
         Ok(claimed)
     }
 
-    async fn complete(&self, delivery_id: &str, events: &[NewEvent], now_ms: i64) -> StoreResult<()> {
+    async fn complete(
+        &self,
+        delivery_id: &str,
+        events: &[NewEvent],
+        now_ms: i64,
+    ) -> StoreResult<()> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -253,7 +258,13 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(unavailable)
     }
 
-    async fn fail(&self, delivery_id: &str, error: &str, retry: Retry, now_ms: i64) -> StoreResult<()> {
+    async fn fail(
+        &self,
+        delivery_id: &str,
+        error: &str,
+        retry: Retry,
+        now_ms: i64,
+    ) -> StoreResult<()> {
         let (status, next) = match retry {
             Retry::At(at) => ("failed", at),
             Retry::Dead => ("dead", now_ms),
@@ -353,7 +364,11 @@ impl Store for SqliteStore {
         }
         qb.push(" ORDER BY received_at, id LIMIT ")
             .push_bind(i64::from(limit));
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(delivery_record).collect()
     }
 
@@ -397,7 +412,11 @@ impl Store for SqliteStore {
 /// `type = ?` for exact names; a half-open range for `family.*` so the
 /// index serves it and no LIKE wildcard (`_`) needs escaping.
 fn push_type_filter(qb: &mut QueryBuilder<'_, Sqlite>, types: &[TypePattern]) {
-    if types.is_empty() || types.iter().any(|t| *t == TypePattern::Prefix(String::new())) {
+    if types.is_empty()
+        || types
+            .iter()
+            .any(|t| *t == TypePattern::Prefix(String::new()))
+    {
         return;
     }
     qb.push(" AND (");

@@ -188,7 +188,9 @@ impl Compiled {
             // An unsigned timestamp can be changed by anyone, so checking it
             // would give a false sense of replay protection.
             (Some(_), false) => {
-                return config("hmac: timestamp_header is set but content does not sign {timestamp}")
+                return config(
+                    "hmac: timestamp_header is set but content does not sign {timestamp}",
+                )
             }
             (None, true) => {
                 return config("hmac: content signs {timestamp} but no timestamp_header is set")
@@ -389,8 +391,7 @@ pub(super) mod tests {
     /// webhookv3/webhookv3_test.go.
     const PD_BODY: &[u8] = include_bytes!("../../tests/vectors/pagerduty_v3_body.json");
     const PD_VALID: &str = "v1=0c0b9495b893a39e70d1fea2fe11fbe0a825f88b9f67846f6cc07dd2bc5476cd";
-    const PD_MISMATCH: &str =
-        "v1=7020c8a7ec668a9b7012bc3dd82e483394b038f4230acc6785efbf2a7d8bcaf5";
+    const PD_MISMATCH: &str = "v1=7020c8a7ec668a9b7012bc3dd82e483394b038f4230acc6785efbf2a7d8bcaf5";
 
     const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
     const SLACK_TS: i64 = 1531420618;
@@ -538,7 +539,10 @@ pub(super) mod tests {
             VerifyError::InvalidSignature
         );
         let signed = sign(&github(), "It's a Secret to Everybody", b"Hello, World!", 0).unwrap();
-        assert_eq!(signed.headers, vec![("X-Hub-Signature-256".to_owned(), sig.to_owned())]);
+        assert_eq!(
+            signed.headers,
+            vec![("X-Hub-Signature-256".to_owned(), sig.to_owned())]
+        );
     }
 
     #[test]
@@ -559,8 +563,14 @@ pub(super) mod tests {
             );
         }
         let signed = sign(&slack(), SLACK_SECRET, SLACK_BODY.as_bytes(), SLACK_TS).unwrap();
-        assert_eq!(signed.headers[0], ("X-Slack-Signature".to_owned(), SLACK_SIG.to_owned()));
-        assert_eq!(signed.headers[1], ("X-Slack-Request-Timestamp".to_owned(), ts));
+        assert_eq!(
+            signed.headers[0],
+            ("X-Slack-Signature".to_owned(), SLACK_SIG.to_owned())
+        );
+        assert_eq!(
+            signed.headers[1],
+            ("X-Slack-Request-Timestamp".to_owned(), ts)
+        );
     }
 
     #[test]
@@ -581,7 +591,12 @@ pub(super) mod tests {
             check(&v, &headers, body, SLACK_TS).unwrap_err(),
             VerifyError::InvalidSignature
         );
-        for bad in ["abc", "-1531420618", "01531420618", "99999999999999999999999"] {
+        for bad in [
+            "abc",
+            "-1531420618",
+            "01531420618",
+            "99999999999999999999999",
+        ] {
             let headers = [
                 ("X-Slack-Signature", SLACK_SIG),
                 ("X-Slack-Request-Timestamp", bad),
@@ -596,7 +611,11 @@ pub(super) mod tests {
 
     #[test]
     fn hmac_base64_sha1_and_sha512_with_key_encodings_round_trip() {
-        for algorithm in [HmacAlgorithm::Sha1, HmacAlgorithm::Sha256, HmacAlgorithm::Sha512] {
+        for algorithm in [
+            HmacAlgorithm::Sha1,
+            HmacAlgorithm::Sha256,
+            HmacAlgorithm::Sha512,
+        ] {
             for (key_encoding, secret) in [
                 (KeyEncoding::Utf8, "s3cret"),
                 (KeyEncoding::Hex, "00ff10aa"),
@@ -624,7 +643,8 @@ pub(super) mod tests {
         let data = b"what do ya want for nothing?";
         let sha512 = "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737";
         let sha1 = "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79";
-        for (algorithm, expected) in [(HmacAlgorithm::Sha512, sha512), (HmacAlgorithm::Sha1, sha1)] {
+        for (algorithm, expected) in [(HmacAlgorithm::Sha512, sha512), (HmacAlgorithm::Sha1, sha1)]
+        {
             let config = HmacConfig {
                 algorithm,
                 ..config("X-Sig")
@@ -646,7 +666,14 @@ pub(super) mod tests {
             ]
         );
         assert_eq!(Template::parse("{body}").unwrap().parts, vec![Part::Body]);
-        for bad in ["{bdy}", "{body", "body}", "{}", "{{body}}", "{timestamp}.{Body}"] {
+        for bad in [
+            "{bdy}",
+            "{body",
+            "body}",
+            "{}",
+            "{{body}}",
+            "{timestamp}.{Body}",
+        ] {
             let err = Template::parse(bad).unwrap_err();
             assert!(matches!(err, KeyError::Config(_)), "{bad}");
         }

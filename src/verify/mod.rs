@@ -107,6 +107,9 @@ impl SchemeConfig {
 
 /// Proof that a request verified; only this module can construct it (private
 /// field).
+// `#[non_exhaustive]` would still let the rest of the crate build one; the
+// private field is what restricts construction to this module.
+#[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug, Clone)]
 pub struct Verified {
     /// The signed timestamp, for schemes that sign one.

@@ -47,7 +47,9 @@ fn check_token(index: usize, secret: &str) -> Result<(), KeyError> {
         return Err(invalid("it is longer than 4096 bytes"));
     }
     if !secret.bytes().all(is_unreserved) {
-        return Err(invalid("only A-Z, a-z, 0-9, '-', '.', '_' and '~' are allowed"));
+        return Err(invalid(
+            "only A-Z, a-z, 0-9, '-', '.', '_' and '~' are allowed",
+        ));
     }
     Ok(())
 }
@@ -132,7 +134,10 @@ mod tests {
         let mut wrong = TOKEN.to_owned().into_bytes();
         wrong[0] ^= 1;
         let wrong = String::from_utf8(wrong).unwrap();
-        assert_eq!(check(&v, Some(&wrong)).unwrap_err(), VerifyError::InvalidSignature);
+        assert_eq!(
+            check(&v, Some(&wrong)).unwrap_err(),
+            VerifyError::InvalidSignature
+        );
         assert_eq!(
             check(&v, Some(&TOKEN.to_ascii_uppercase())).unwrap_err(),
             VerifyError::InvalidSignature
@@ -143,14 +148,25 @@ mod tests {
     fn path_token_missing_token_is_missing_signature() {
         let v = verifier(&[TOKEN]);
         assert_eq!(check(&v, None).unwrap_err(), VerifyError::MissingSignature);
-        assert_eq!(check(&v, Some("")).unwrap_err(), VerifyError::MissingSignature);
+        assert_eq!(
+            check(&v, Some("")).unwrap_err(),
+            VerifyError::MissingSignature
+        );
     }
 
     #[test]
     fn path_token_wrong_length_is_invalid() {
         let v = verifier(&[TOKEN]);
-        for t in [&TOKEN[..TOKEN.len() - 1], &format!("{TOKEN}x"), "k", &"a".repeat(5000)] {
-            assert_eq!(check(&v, Some(t)).unwrap_err(), VerifyError::InvalidSignature);
+        for t in [
+            &TOKEN[..TOKEN.len() - 1],
+            &format!("{TOKEN}x"),
+            "k",
+            &"a".repeat(5000),
+        ] {
+            assert_eq!(
+                check(&v, Some(t)).unwrap_err(),
+                VerifyError::InvalidSignature
+            );
         }
     }
 
@@ -173,8 +189,8 @@ mod tests {
     fn path_token_unusable_tokens_are_key_errors() {
         for bad in ["", "has/slash", "has space", "caf\u{e9}", "a?b", "%41"] {
             let secrets: Vec<SecretString> = vec![TOKEN.into(), bad.into()];
-            let err = Verifier::new(&SchemeConfig::PathToken(PathTokenConfig {}), &secrets)
-                .unwrap_err();
+            let err =
+                Verifier::new(&SchemeConfig::PathToken(PathTokenConfig {}), &secrets).unwrap_err();
             assert!(err.to_string().starts_with("secret #2 "), "{err}");
             assert!(sign(&PathTokenConfig {}, bad).is_err());
         }

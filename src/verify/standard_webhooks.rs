@@ -92,7 +92,11 @@ fn parse_secret(index: usize, secret: &str) -> Result<Secret, KeyError> {
         let (seed, public) = match bytes.len() {
             32 => (&bytes[..], None),
             64 => (&bytes[..32], Some(&bytes[32..])),
-            _ => return Err(invalid("it is neither a 32-byte seed nor a 64-byte keypair")),
+            _ => {
+                return Err(invalid(
+                    "it is neither a 32-byte seed nor a 64-byte keypair",
+                ))
+            }
         };
         let seed: [u8; 32] = seed
             .try_into()
@@ -256,7 +260,10 @@ pub(super) fn sign(
     let prefix = format!("{id}.{timestamp}.");
     let signature = match secret {
         Secret::Symmetric(mac) => {
-            format!("v1,{}", wire::encode_base64(&mac.tag(&[prefix.as_bytes(), body])))
+            format!(
+                "v1,{}",
+                wire::encode_base64(&mac.tag(&[prefix.as_bytes(), body]))
+            )
         }
         Secret::Private(key) => {
             let sig = key.sign(&[prefix.as_bytes(), body].concat());
@@ -446,8 +453,12 @@ pub(super) mod tests {
             ),
         ];
         for (secret, expected) in cases {
-            assert!(check(&verifier(&[secret]), expected, TS).is_ok(), "{secret}");
-            let signed = sign(&StandardWebhooksConfig::default(), secret, BODY, TS, MSG_ID).unwrap();
+            assert!(
+                check(&verifier(&[secret]), expected, TS).is_ok(),
+                "{secret}"
+            );
+            let signed =
+                sign(&StandardWebhooksConfig::default(), secret, BODY, TS, MSG_ID).unwrap();
             assert_eq!(signed.headers[2].1, expected, "{secret}");
         }
     }
@@ -473,7 +484,10 @@ pub(super) mod tests {
             body: BODY,
             path_token: None,
         };
-        assert_eq!(v.verify(&req, TS).unwrap_err(), VerifyError::MissingSignature);
+        assert_eq!(
+            v.verify(&req, TS).unwrap_err(),
+            VerifyError::MissingSignature
+        );
     }
 
     #[test]
@@ -509,7 +523,10 @@ pub(super) mod tests {
             body: BODY,
             path_token: None,
         };
-        assert_eq!(v.verify(&req, TS).unwrap_err(), VerifyError::MissingSignature);
+        assert_eq!(
+            v.verify(&req, TS).unwrap_err(),
+            VerifyError::MissingSignature
+        );
     }
 
     #[test]
@@ -528,7 +545,14 @@ pub(super) mod tests {
     #[test]
     fn standard_webhooks_malformed_timestamp_is_invalid_signature() {
         let v = verifier(&[SECRET]);
-        for ts in ["hello", "-1614265330", "+1614265330", "01614265330", "1614265330.0", "99999999999999999999"] {
+        for ts in [
+            "hello",
+            "-1614265330",
+            "+1614265330",
+            "01614265330",
+            "1614265330.0",
+            "99999999999999999999",
+        ] {
             assert_eq!(
                 check_with(&v, HEADER_SETS[0], MSG_ID, ts, SIG, BODY, TS).unwrap_err(),
                 VerifyError::InvalidSignature,
@@ -594,7 +618,14 @@ pub(super) mod tests {
             let ok = check(&verifier(&[&secret]), V1A_SIG, TS).unwrap();
             assert_eq!(ok.timestamp, Some(TS));
         }
-        let signed = sign(&StandardWebhooksConfig::default(), &whsk(), BODY, TS, MSG_ID).unwrap();
+        let signed = sign(
+            &StandardWebhooksConfig::default(),
+            &whsk(),
+            BODY,
+            TS,
+            MSG_ID,
+        )
+        .unwrap();
         assert_eq!(signed.headers[2].1, V1A_SIG);
     }
 
@@ -603,13 +634,24 @@ pub(super) mod tests {
         let v = verifier(&[&whpk()]);
         let ts = TS.to_string();
         assert_eq!(
-            check_with(&v, HEADER_SETS[0], MSG_ID, &ts, V1A_SIG, b"{\"test\": 2432232315}", TS)
-                .unwrap_err(),
+            check_with(
+                &v,
+                HEADER_SETS[0],
+                MSG_ID,
+                &ts,
+                V1A_SIG,
+                b"{\"test\": 2432232315}",
+                TS
+            )
+            .unwrap_err(),
             VerifyError::InvalidSignature
         );
         // A v1 HMAC signature is no use to an Ed25519-only verifier, and a v1a
         // signature is no use to an HMAC-only one.
-        assert_eq!(check(&v, SIG, TS).unwrap_err(), VerifyError::InvalidSignature);
+        assert_eq!(
+            check(&v, SIG, TS).unwrap_err(),
+            VerifyError::InvalidSignature
+        );
         assert_eq!(
             check(&verifier(&[SECRET]), V1A_SIG, TS).unwrap_err(),
             VerifyError::InvalidSignature
@@ -621,18 +663,28 @@ pub(super) mod tests {
         // A genuine signature by the same key, but over other content (the
         // RFC's empty message), does not verify this request.
         let other = format!("v1a,{}", b64_of_hex(RFC_EMPTY_SIG));
-        assert_eq!(check(&v, &other, TS).unwrap_err(), VerifyError::InvalidSignature);
+        assert_eq!(
+            check(&v, &other, TS).unwrap_err(),
+            VerifyError::InvalidSignature
+        );
     }
 
     #[test]
     fn standard_webhooks_whsk_keypair_form_is_accepted_when_consistent() {
-        let pair = [hex::decode(RFC_SEED).unwrap(), hex::decode(RFC_PUBLIC).unwrap()].concat();
+        let pair = [
+            hex::decode(RFC_SEED).unwrap(),
+            hex::decode(RFC_PUBLIC).unwrap(),
+        ]
+        .concat();
         let good = format!("whsk_{}", wire::encode_base64(&pair));
         assert!(check(&verifier(&[&good]), V1A_SIG, TS).is_ok());
         let mut bad_pair = pair.clone();
         bad_pair[40] ^= 1;
         let bad = format!("whsk_{}", wire::encode_base64(&bad_pair));
-        assert!(matches!(parse_secret(1, &bad), Err(KeyError::InvalidSecret { .. })));
+        assert!(matches!(
+            parse_secret(1, &bad),
+            Err(KeyError::InvalidSecret { .. })
+        ));
     }
 
     #[test]
@@ -643,7 +695,7 @@ pub(super) mod tests {
             "whsec_!!!",
             "whpk_AAAA",
             "whsk_AAAA",
-            "not base64",
+            "plain text secret",
             small_order_point.as_str(),
         ] {
             let secrets: Vec<SecretString> = vec![SECRET.into(), bad.into()];
@@ -654,7 +706,8 @@ pub(super) mod tests {
             .unwrap_err();
             let msg = err.to_string();
             assert!(msg.starts_with("secret #2 is not a valid "), "{msg}");
-            assert!(!msg.contains(bad), "{msg}");
+            let key_part = bad.split_once('_').map_or(bad, |(_, rest)| rest);
+            assert!(key_part.is_empty() || !msg.contains(key_part), "{msg}");
         }
     }
 
@@ -666,8 +719,14 @@ pub(super) mod tests {
             Err(KeyError::CannotSign(_))
         ));
         for id in ["", "msg.1"] {
-            assert!(matches!(sign(&c, SECRET, BODY, TS, id), Err(KeyError::CannotSign(_))));
+            assert!(matches!(
+                sign(&c, SECRET, BODY, TS, id),
+                Err(KeyError::CannotSign(_))
+            ));
         }
-        assert!(matches!(sign(&c, SECRET, BODY, -1, MSG_ID), Err(KeyError::CannotSign(_))));
+        assert!(matches!(
+            sign(&c, SECRET, BODY, -1, MSG_ID),
+            Err(KeyError::CannotSign(_))
+        ));
     }
 }

@@ -122,8 +122,7 @@ fn parse_header(value: &str) -> Result<(i64, Vec<Vec<u8>>), VerifyError> {
                 if timestamp.is_some() {
                     return Err(VerifyError::InvalidSignature);
                 }
-                timestamp =
-                    Some(wire::parse_timestamp(val).ok_or(VerifyError::InvalidSignature)?);
+                timestamp = Some(wire::parse_timestamp(val).ok_or(VerifyError::InvalidSignature)?);
             }
             "v1" if signatures.len() < MAX_SIGNATURES => {
                 // Not hex: cannot be a signature; skip it like the SDKs do.
@@ -191,7 +190,12 @@ mod tests {
         Verifier::new(&SchemeConfig::Stripe(StripeConfig::default()), &secrets).unwrap()
     }
 
-    fn check(v: &Verifier, header: Option<&str>, body: &[u8], now: i64) -> Result<Verified, VerifyError> {
+    fn check(
+        v: &Verifier,
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Verified, VerifyError> {
         let mut headers = Headers::new();
         if let Some(h) = header {
             headers.push("stripe-signature", h);
@@ -240,8 +244,13 @@ mod tests {
         }
         // The single-signature header was made with the new secret only.
         assert_eq!(
-            check(&verifier(&[&vec.old_secret]), Some(&vec.header), body, vec.timestamp)
-                .unwrap_err(),
+            check(
+                &verifier(&[&vec.old_secret]),
+                Some(&vec.header),
+                body,
+                vec.timestamp
+            )
+            .unwrap_err(),
             VerifyError::InvalidSignature
         );
         // Several configured secrets: any one is enough.
@@ -298,26 +307,32 @@ mod tests {
         let v = verifier(&[&vec.secret]);
         let body = vec.payload.as_bytes();
         let now = vec.timestamp;
-        assert_eq!(check(&v, None, body, now).unwrap_err(), VerifyError::MissingSignature);
-        assert_eq!(check(&v, Some("  "), body, now).unwrap_err(), VerifyError::MissingSignature);
+        assert_eq!(
+            check(&v, None, body, now).unwrap_err(),
+            VerifyError::MissingSignature
+        );
+        assert_eq!(
+            check(&v, Some("  "), body, now).unwrap_err(),
+            VerifyError::MissingSignature
+        );
         let sig = vec.header.split_once(",v1=").unwrap().1;
         let t = vec.timestamp;
         let long = format!("t={t},v1={sig},{}", "x".repeat(5000));
         for bad in [
-            format!("v1={sig}"),                   // no t
-            format!("t={t}"),                      // no v1
-            format!("t={t},v0={sig}"),             // only the test-mode scheme
-            format!("t={t},v2={sig}"),             // unknown scheme
-            format!("t=abc,v1={sig}"),             // t not a number
-            format!("t=-{t},v1={sig}"),            // negative t
-            format!("t={t}0000000000,v1={sig}"),   // t overflows i64
-            format!("t={t},t={t},v1={sig}"),       // t twice
-            format!("t={t},v1=zz{}", &sig[2..]),   // not hex
-            format!("t={t},v1={}", &sig[..32]),    // truncated
-            format!("t={t},v1={sig}00"),           // too long
-            format!("t={t},v1="),                  // empty signature
+            format!("v1={sig}"),                 // no t
+            format!("t={t}"),                    // no v1
+            format!("t={t},v0={sig}"),           // only the test-mode scheme
+            format!("t={t},v2={sig}"),           // unknown scheme
+            format!("t=abc,v1={sig}"),           // t not a number
+            format!("t=-{t},v1={sig}"),          // negative t
+            format!("t={t}0000000000,v1={sig}"), // t overflows i64
+            format!("t={t},t={t},v1={sig}"),     // t twice
+            format!("t={t},v1=zz{}", &sig[2..]), // not hex
+            format!("t={t},v1={}", &sig[..32]),  // truncated
+            format!("t={t},v1={sig}00"),         // too long
+            format!("t={t},v1="),                // empty signature
             "garbage".to_owned(),
-            long,                                  // oversized header
+            long, // oversized header
         ] {
             assert_eq!(
                 check(&v, Some(&bad), body, now).unwrap_err(),
@@ -354,8 +369,8 @@ mod tests {
     #[test]
     fn stripe_secret_without_whsec_prefix_is_a_key_error() {
         let secrets: Vec<SecretString> = vec!["whsec_ok".into(), "sk_test_123".into()];
-        let err = Verifier::new(&SchemeConfig::Stripe(StripeConfig::default()), &secrets)
-            .unwrap_err();
+        let err =
+            Verifier::new(&SchemeConfig::Stripe(StripeConfig::default()), &secrets).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("secret #2 "), "{msg}");
         assert!(!msg.contains("sk_test_123"));

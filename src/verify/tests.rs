@@ -179,7 +179,10 @@ fn headers_lookup_is_case_insensitive_and_ordered() {
 #[test]
 fn verifier_without_secrets_is_a_key_error() {
     for (scheme, _) in schemes() {
-        assert_eq!(Verifier::new(&scheme, &[]).unwrap_err(), KeyError::NoSecrets);
+        assert_eq!(
+            Verifier::new(&scheme, &[]).unwrap_err(),
+            KeyError::NoSecrets
+        );
     }
 }
 
@@ -191,11 +194,8 @@ fn verifier_debug_contains_no_secret_material() {
         assert!(debug.contains(scheme.name()), "{debug}");
         // The secret, its encoded body, and hex/base64 of its bytes.
         let body = secret.split_once('_').map_or(secret.as_str(), |(_, b)| b);
-        let decoded = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            body,
-        )
-        .unwrap_or_default();
+        let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body)
+            .unwrap_or_default();
         let mut needles = vec![
             secret.clone(),
             body.to_owned(),

@@ -45,7 +45,10 @@ pub(super) fn encode_base64(bytes: &[u8]) -> String {
 
 /// The first value of `name`, trimmed. Absent or blank is
 /// `MissingSignature`; longer than [`MAX_HEADER_LEN`] is `InvalidSignature`.
-pub(super) fn required_header<'a>(headers: &'a Headers, name: &str) -> Result<&'a str, VerifyError> {
+pub(super) fn required_header<'a>(
+    headers: &'a Headers,
+    name: &str,
+) -> Result<&'a str, VerifyError> {
     let value = headers
         .get(name)
         .map(str::trim)
@@ -63,9 +66,8 @@ pub(super) fn required_header<'a>(headers: &'a Headers, name: &str) -> Result<&'
 /// string we put into the signed content is exactly the one the SDKs produce
 /// when they format the integer.
 pub(super) fn parse_timestamp(s: &str) -> Option<i64> {
-    let canonical = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s == "0" || !s.starts_with('0'));
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     if !canonical {
         return None;
     }
@@ -75,7 +77,11 @@ pub(super) fn parse_timestamp(s: &str) -> Option<i64> {
 /// Rejects timestamps more than `tolerance_secs` away from `now` in either
 /// direction: too old is a replay, too new is a pre-computed signature or a
 /// broken clock.
-pub(super) fn check_tolerance(timestamp: i64, now: i64, tolerance_secs: u64) -> Result<(), VerifyError> {
+pub(super) fn check_tolerance(
+    timestamp: i64,
+    now: i64,
+    tolerance_secs: u64,
+) -> Result<(), VerifyError> {
     // abs_diff cannot overflow, whatever the two values are.
     if timestamp.abs_diff(now) > tolerance_secs {
         Err(VerifyError::TimestampOutOfTolerance)
@@ -93,7 +99,16 @@ mod tests {
         assert_eq!(parse_timestamp("1614265330"), Some(1614265330));
         assert_eq!(parse_timestamp("0"), Some(0));
         for bad in [
-            "", "-1", "+1", "01", " 1", "1 ", "1e9", "0x10", "１", "99999999999999999999",
+            "",
+            "-1",
+            "+1",
+            "01",
+            " 1",
+            "1 ",
+            "1e9",
+            "0x10",
+            "１",
+            "99999999999999999999",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad:?}");
         }

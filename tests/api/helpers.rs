@@ -1,0 +1,324 @@
+//! Test helpers: start the real application on port 0 with a fresh SQLite
+//! database in a temporary directory, sign requests the way each provider
+//! would, and drive the queue deterministically (`drain`) instead of
+//! sleeping.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hookgate::app::{Application, Options};
+use hookgate::clock::ManualClock;
+use hookgate::config::{OnSchemaViolation, Settings, SourceSettings};
+use hookgate::queue::Processor;
+use hookgate::verify::{self, SchemeConfig};
+use serde_json::Value;
+
+/// The fixed "now" of every test app (2025-12-06T05:46:40Z).
+pub const NOW: i64 = 1_765_000_000;
+pub const API_TOKEN: &str = "test-api-token";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A configured test source and the secrets it holds.
+pub struct SourceSpec {
+    pub name: &'static str,
+    pub provider: &'static str,
+    pub secrets: Vec<&'static str>,
+    pub on_schema_violation: OnSchemaViolation,
+}
+
+/// Standard Webhooks' official test secret, and the RFC 8032 test-1 key
+/// pair in Standard Webhooks' whsk_/whpk_ encodings (v1a).
+pub const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const SW_OLD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+pub fn sw_signing_key() -> String {
+    use base64::Engine;
+    let seed =
+        hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+    format!(
+        "whsk_{}",
+        base64::engine::general_purpose::STANDARD.encode(seed)
+    )
+}
+
+pub fn sw_public_key() -> String {
+    use base64::Engine;
+    let public =
+        hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").unwrap();
+    format!(
+        "whpk_{}",
+        base64::engine::general_purpose::STANDARD.encode(public)
+    )
+}
+
+pub fn default_sources() -> Vec<SourceSpec> {
+    let q = OnSchemaViolation::Quarantine;
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    vec![
+        SourceSpec {
+            name: "stripe",
+            provider: "stripe",
+            secrets: vec!["whsec_test_new_secret", "whsec_test_old_secret"],
+            on_schema_violation: q,
+        },
+        SourceSpec {
+            name: "stripe-strict",
+            provider: "stripe",
+            secrets: vec!["whsec_test_new_secret"],
+            on_schema_violation: OnSchemaViolation::Reject,
+        },
+        SourceSpec {
+            name: "standard-webhooks",
+            provider: "standard-webhooks",
+            secrets: vec![SW_SECRET, SW_OLD_SECRET, leak(sw_public_key())],
+            on_schema_violation: q,
+        },
+        SourceSpec {
+            name: "pagerduty",
+            provider: "pagerduty",
+            secrets: vec!["pd-secret-new", "pd-secret-old"],
+            on_schema_violation: q,
+        },
+        SourceSpec {
+            name: "dnsimple",
+            provider: "dnsimple",
+            secrets: vec!["dnsimple-token-new", "dnsimple-token-old"],
+            on_schema_violation: q,
+        },
+    ]
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub processor: Arc<Processor>,
+    pub app_stats: Arc<hookgate::store::group_commit::Stats>,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Spawn {
+    pub sources: Vec<SourceSpec>,
+    pub workers: usize,
+    pub max_attempts: u32,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Spawn {
+    fn default() -> Self {
+        Spawn {
+            sources: default_sources(),
+            workers: 0,
+            max_attempts: 3,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+pub fn settings_for(dir: &Path, spawn: &Spawn) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.server.http_workers = 1;
+    settings.server.max_body_bytes = spawn.max_body_bytes;
+    settings.storage.url = format!("sqlite://{}", dir.join("hookgate.db").display());
+    settings.paths.providers = repo().join("providers");
+    settings.paths.catalog = repo().join("catalog");
+    settings.api.tokens = vec![API_TOKEN.into()];
+    settings.queue.workers = spawn.workers;
+    settings.queue.max_attempts = spawn.max_attempts;
+    settings.queue.backoff_base_ms = 1_000;
+    settings.queue.sweep_interval_ms = 200;
+    settings.sources = spawn
+        .sources
+        .iter()
+        .map(|s| SourceSettings {
+            name: s.name.into(),
+            provider: s.provider.into(),
+            secrets: s.secrets.iter().map(|x| x.to_string()).collect(),
+            on_schema_violation: s.on_schema_violation,
+            max_body_bytes: None,
+        })
+        .collect();
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Spawn::default()).await
+}
+
+pub async fn spawn_app_with(spawn: Spawn) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_for(dir.path(), &spawn);
+    let clock = Arc::new(ManualClock::at_unix(NOW));
+    let app = Application::build(
+        settings,
+        Options {
+            clock: clock.clone(),
+            env: Arc::new(std::collections::HashMap::<String, String>::new()),
+        },
+    )
+    .await
+    .expect("the test app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let processor = app.processor();
+    let app_stats = app.ingestor_stats();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        clock,
+        processor,
+        app_stats,
+        dir,
+    }
+}
+
+/// A request as a sender would make it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Outgoing {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn without_header(mut self, name: &str) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self
+    }
+}
+
+pub fn scheme(provider: &str) -> SchemeConfig {
+    hookgate::providers::load_scheme(&repo().join("providers"), provider).unwrap()
+}
+
+/// Sign `body` for `source` (of `provider`) with `secret` at `timestamp`.
+pub fn signed(
+    source: &str,
+    provider: &str,
+    secret: &str,
+    body: &[u8],
+    timestamp: i64,
+    id: &str,
+) -> Outgoing {
+    let signed = verify::sign(&scheme(provider), secret, body, timestamp, id).unwrap();
+    let path = match &signed.path_token {
+        Some(token) => format!("/v1/webhooks/{source}/{token}"),
+        None => format!("/v1/webhooks/{source}"),
+    };
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    headers.extend(signed.headers);
+    Outgoing {
+        path,
+        headers,
+        body: body.to_vec(),
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub async fn send(&self, req: &Outgoing) -> Reply {
+        let mut builder = self
+            .client
+            .post(format!("{}{}", self.address, req.path))
+            .body(req.body.clone());
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        let response = builder.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let json = response.json().await.unwrap_or(Value::Null);
+        Reply { status, json }
+    }
+
+    /// `send` and assert the status, returning the JSON body.
+    pub async fn send_expect(&self, req: &Outgoing, status: u16) -> Value {
+        let reply = self.send(req).await;
+        assert_eq!(
+            reply.status, status,
+            "{} answered {} {}",
+            req.path, reply.status, reply.json
+        );
+        reply.json
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every catalog event, paging through the cursor.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::from("0");
+        loop {
+            let (status, page) = self
+                .get(&format!("/v1/events?after={after}&limit=50"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let events = page["events"].as_array().unwrap().clone();
+            if events.is_empty() {
+                return out;
+            }
+            after = page["next"].as_str().unwrap().to_string();
+            out.extend(events);
+        }
+    }
+
+    pub async fn drain(&self) -> usize {
+        self.processor.drain().await.expect("queue drains")
+    }
+
+    pub async fn delivery(&self, id: &str) -> Value {
+        let (status, d) = self.get(&format!("/v1/admin/deliveries/{id}")).await;
+        assert_eq!(status, 200, "{d}");
+        d
+    }
+}
+
+/// A provider's fixture payload, parsed.
+pub fn fixture(provider: &str, name: &str) -> Value {
+    let path = repo()
+        .join("providers")
+        .join(provider)
+        .join("fixtures")
+        .join(format!("{name}.json"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// Set a JSON pointer's value (the parent must exist).
+pub fn set_pointer(v: &mut Value, pointer: &str, new: Value) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let target = if parent.is_empty() {
+        v
+    } else {
+        v.pointer_mut(parent).unwrap()
+    };
+    target[key] = new;
+}
