@@ -104,6 +104,15 @@ impl Application {
         }
 
         let store = store::open(&settings.storage.url).await?;
+        let released = store
+            .recover_leases(crate::clock::unix_ms(options.clock.now()))
+            .await?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "released deliveries left processing by a previous run"
+            );
+        }
         let wake = Arc::new(Notify::new());
         let ingestor = Ingestor::new(
             sources,

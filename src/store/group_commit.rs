@@ -83,3 +83,151 @@ impl GroupCommitter {
         self.stats.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{DeliveryStatus, NewDelivery, Store};
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use tokio::sync::Semaphore;
+
+    /// The real SQLite store, with a gate that holds the first commit open
+    /// so the test can queue requests behind it, and a log of batch sizes.
+    struct Gated {
+        inner: SqliteStore,
+        gate: Semaphore,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Store for Gated {
+        async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>> {
+            let _permit = self.gate.acquire().await.unwrap();
+            self.sizes.lock().unwrap().push(batch.len());
+            self.inner.insert_requests(batch).await
+        }
+        async fn claim(&self, a: i64, b: i64, c: u32) -> StoreResult<Vec<super::super::Claimed>> {
+            self.inner.claim(a, b, c).await
+        }
+        async fn complete(&self, a: &str, b: &[super::super::NewEvent], c: i64) -> StoreResult<()> {
+            self.inner.complete(a, b, c).await
+        }
+        async fn fail(&self, a: &str, b: &str, c: super::super::Retry, d: i64) -> StoreResult<()> {
+            self.inner.fail(a, b, c, d).await
+        }
+        async fn record_rejections(&self, a: &[super::super::Rejection]) -> StoreResult<()> {
+            self.inner.record_rejections(a).await
+        }
+        async fn list_events(
+            &self,
+            a: i64,
+            b: &[crate::catalog::TypePattern],
+            c: u32,
+        ) -> StoreResult<Vec<super::super::StoredEvent>> {
+            self.inner.list_events(a, b, c).await
+        }
+        async fn get_event(&self, a: &str) -> StoreResult<Option<super::super::StoredEvent>> {
+            self.inner.get_event(a).await
+        }
+        async fn get_delivery(&self, a: &str) -> StoreResult<Option<super::super::DeliveryRecord>> {
+            self.inner.get_delivery(a).await
+        }
+        async fn list_deliveries(
+            &self,
+            a: Option<&str>,
+            b: Option<DeliveryStatus>,
+            c: u32,
+        ) -> StoreResult<Vec<super::super::DeliveryRecord>> {
+            self.inner.list_deliveries(a, b, c).await
+        }
+        async fn list_rejections(&self, a: u32) -> StoreResult<Vec<super::super::RejectionRecord>> {
+            self.inner.list_rejections(a).await
+        }
+        async fn recover_leases(&self, a: i64) -> StoreResult<u64> {
+            self.inner.recover_leases(a).await
+        }
+        async fn ping(&self) -> StoreResult<()> {
+            self.inner.ping().await
+        }
+        async fn close(&self) {
+            self.inner.close().await
+        }
+    }
+
+    fn request(n: usize, event_id: &str) -> NewRequest {
+        NewRequest {
+            id: format!("req_{n}"),
+            source: "s".into(),
+            provider: "p".into(),
+            received_at_ms: 1,
+            remote_addr: None,
+            headers_json: "{}".into(),
+            body: b"{}".to_vec(),
+            deliveries: vec![NewDelivery {
+                id: format!("dlv_{n}"),
+                item_index: None,
+                provider_event_id: event_id.into(),
+                provider_event_type: None,
+                occurred_at_ms: None,
+                status: DeliveryStatus::Pending,
+                violations: None,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn group_commit_batches_requests_waiting_behind_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store = Arc::new(Gated {
+            inner: SqliteStore::open(&url).await.unwrap(),
+            gate: Semaphore::new(0),
+            sizes: Mutex::new(Vec::new()),
+        });
+        let gc = GroupCommitter::spawn(store.clone(), 64);
+        let first = tokio::spawn({
+            let gc = gc.clone();
+            async move { gc.insert(request(0, "e0")).await }
+        });
+        // Wait until the writer has taken the first request (its batch is
+        // fixed then: it drains the channel without yielding) and is blocked
+        // in its commit, then queue five more behind it — one of them a
+        // duplicate of another.
+        while gc.tx.capacity() < gc.tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<_> = (1..=5)
+            .map(|n| {
+                let gc = gc.clone();
+                let id = if n == 5 {
+                    "e1".to_string()
+                } else {
+                    format!("e{n}")
+                };
+                tokio::spawn(async move { gc.insert(request(n, &id)).await })
+            })
+            .collect();
+        while gc.tx.max_capacity() - gc.tx.capacity() < 5 {
+            tokio::task::yield_now().await;
+        }
+        store.gate.add_permits(100);
+        let r0 = first.await.unwrap().unwrap();
+        assert!(!r0[0].duplicate);
+        let mut outcomes = Vec::new();
+        for r in rest {
+            outcomes.push(r.await.unwrap().unwrap().remove(0));
+        }
+        assert_eq!(
+            *store.sizes.lock().unwrap(),
+            vec![1, 5],
+            "one commit for the five waiting"
+        );
+        assert_eq!(gc.stats().commits.load(Ordering::Relaxed), 2);
+        // The duplicate inside one batch resolves to the first copy.
+        assert!(!outcomes[0].duplicate);
+        assert!(outcomes[4].duplicate);
+        assert_eq!(outcomes[4].id, outcomes[0].id);
+    }
+}

@@ -224,6 +224,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_rejections(&self, limit: u32) -> StoreResult<Vec<RejectionRecord>>;
 
+    /// Called once at start-up, before workers run. A backend whose
+    /// database serves a single instance (SQLite) hands back the leases a
+    /// killed predecessor held, so its deliveries don't wait for the lease
+    /// to expire; shared backends leave leases to expire. Returns how many
+    /// deliveries were released.
+    async fn recover_leases(&self, now_ms: i64) -> StoreResult<u64>;
+
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;
 

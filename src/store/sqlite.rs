@@ -396,6 +396,21 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    async fn recover_leases(&self, now_ms: i64) -> StoreResult<u64> {
+        // Processing twice is harmless (catalog event ids are
+        // deterministic), so releasing is safe even if another process
+        // shares the file.
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_until = NULL, updated_at = ? \
+             WHERE status = 'processing'",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1 FROM _sqlx_migrations LIMIT 1")
             .execute(&self.pool)
