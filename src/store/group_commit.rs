@@ -98,14 +98,16 @@ mod tests {
     struct Gated {
         inner: SqliteStore,
         gate: Semaphore,
+        entered: AtomicU64,
         sizes: Mutex<Vec<usize>>,
     }
 
     #[async_trait]
     impl Store for Gated {
         async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>> {
-            let _permit = self.gate.acquire().await.unwrap();
+            self.entered.fetch_add(1, Ordering::SeqCst);
             self.sizes.lock().unwrap().push(batch.len());
+            let _permit = self.gate.acquire().await.unwrap();
             self.inner.insert_requests(batch).await
         }
         async fn claim(&self, a: i64, b: i64, c: u32) -> StoreResult<Vec<super::super::Claimed>> {
@@ -184,6 +186,7 @@ mod tests {
         let store = Arc::new(Gated {
             inner: SqliteStore::open(&url).await.unwrap(),
             gate: Semaphore::new(0),
+            entered: AtomicU64::new(0),
             sizes: Mutex::new(Vec::new()),
         });
         let gc = GroupCommitter::spawn(store.clone(), 64);
@@ -191,11 +194,9 @@ mod tests {
             let gc = gc.clone();
             async move { gc.insert(request(0, "e0")).await }
         });
-        // Wait until the writer has taken the first request (its batch is
-        // fixed then: it drains the channel without yielding) and is blocked
-        // in its commit, then queue five more behind it — one of them a
-        // duplicate of another.
-        while gc.tx.capacity() < gc.tx.max_capacity() {
+        // Wait until the writer is blocked in its first commit, then queue
+        // five more behind it — one of them a duplicate of another.
+        while store.entered.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
         let rest: Vec<_> = (1..=5)
