@@ -11,6 +11,8 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::bus::nats::NatsSink;
+use crate::bus::Publisher;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{resolve_secret, ProcessEnv, SecretEnv, Settings};
@@ -30,6 +32,8 @@ pub enum StartupError {
     Source(#[from] SourceError),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("bus: {0}")]
+    Bus(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -75,6 +79,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     store: DynStore,
     processor: Arc<Processor>,
+    publisher: Option<Arc<Publisher>>,
     state: web::Data<AppState>,
     workers: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
@@ -114,6 +119,8 @@ impl Application {
             );
         }
         let wake = Arc::new(Notify::new());
+        let events_wake = Arc::new(Notify::new());
+        store.listen(wake.clone(), events_wake.clone());
         let ingestor = Ingestor::new(
             sources,
             store.clone(),
@@ -128,9 +135,32 @@ impl Application {
             options.clock.clone(),
             settings.queue.clone(),
             wake,
+            events_wake.clone(),
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let workers = processor.spawn_workers(shutdown_rx);
+        let mut workers = processor.spawn_workers(shutdown_rx.clone());
+        let instance = crate::ingest::new_id("inst", crate::clock::unix_ms(options.clock.now()));
+        let publisher = match &settings.bus.nats {
+            Some(nats) => {
+                let sink = NatsSink::connect(nats.clone())
+                    .await
+                    .map_err(|e| StartupError::Bus(e.to_string()))?;
+                let publisher = Arc::new(Publisher::new(
+                    store.clone(),
+                    Arc::new(sink),
+                    instance.clone(),
+                    options.clock.clone(),
+                    events_wake,
+                    nats.batch,
+                    std::time::Duration::from_millis(nats.max_backoff_ms),
+                ));
+                if settings.queue.workers > 0 {
+                    workers.push(publisher.clone().spawn(shutdown_rx));
+                }
+                Some(publisher)
+            }
+            None => None,
+        };
 
         let state = web::Data::new(AppState {
             ingestor,
@@ -166,6 +196,7 @@ impl Application {
             server,
             store,
             processor,
+            publisher,
             state,
             workers,
             shutdown,
@@ -186,6 +217,12 @@ impl Application {
     }
 
     /// Group-commit counters (commits vs. rows), for tests and benchmarks.
+    /// The bus publisher, when `[bus.nats]` is configured (tests drive it
+    /// with `drain` when queue workers are off).
+    pub fn publisher(&self) -> Option<Arc<Publisher>> {
+        self.publisher.clone()
+    }
+
     pub fn ingestor_stats(&self) -> Arc<crate::store::group_commit::Stats> {
         self.state.ingestor.committer().stats()
     }

@@ -31,7 +31,57 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub bus: BusSettings,
+    #[serde(default)]
     pub sources: Vec<SourceSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSettings {
+    /// Publish every catalog event to NATS JetStream when set.
+    pub nats: Option<NatsSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSettings {
+    pub url: String,
+    /// Events go to `<subject_prefix>.<type>`, e.g. `hookgate.invoice.paid`.
+    pub subject_prefix: String,
+    /// The JetStream stream that captures `<subject_prefix>.>`.
+    pub stream: String,
+    /// Create the stream at start if it does not exist.
+    pub create_stream: bool,
+    /// Retention of the created stream (0 = unlimited).
+    pub max_age_secs: u64,
+    /// JetStream drops a message whose `Nats-Msg-Id` it saw within this
+    /// window. Keep it above the longest NATS outage you want re-publishes
+    /// after to stay duplicate-free (default 24 h; the retry gap itself is
+    /// at most `max_backoff_ms`).
+    pub duplicate_window_secs: u64,
+    /// Publish retry backoff cap while NATS is unreachable.
+    pub max_backoff_ms: u64,
+    /// Events read from the outbox per round.
+    pub batch: u32,
+    /// How long a publish waits for its ack.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            subject_prefix: "hookgate".into(),
+            stream: "HOOKGATE".into(),
+            create_stream: true,
+            max_age_secs: 7 * 24 * 3600,
+            duplicate_window_secs: 24 * 3600,
+            max_backoff_ms: 30_000,
+            batch: 256,
+            ack_timeout_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -31,6 +31,7 @@ pub struct Processor {
     clock: Arc<dyn Clock>,
     settings: QueueSettings,
     wake: Arc<Notify>,
+    events_wake: Arc<Notify>,
 }
 
 impl Processor {
@@ -41,6 +42,7 @@ impl Processor {
         clock: Arc<dyn Clock>,
         settings: QueueSettings,
         wake: Arc<Notify>,
+        events_wake: Arc<Notify>,
     ) -> Processor {
         Processor {
             store,
@@ -49,6 +51,7 @@ impl Processor {
             clock,
             settings,
             wake,
+            events_wake,
         }
     }
 
@@ -95,6 +98,9 @@ impl Processor {
             Ok(events) => {
                 let count = events.len();
                 self.store.complete(&d.id, &events, now_ms).await?;
+                if count > 0 {
+                    self.events_wake.notify_waiters();
+                }
                 if count == 0 {
                     tracing::info!(
                         provider_event_type = d.provider_event_type.as_deref().unwrap_or("-"),

@@ -150,6 +150,15 @@ mod tests {
         async fn recover_leases(&self, a: i64) -> StoreResult<u64> {
             self.inner.recover_leases(a).await
         }
+        async fn sink_lease(&self, a: &str, b: &str, c: i64, d: i64) -> StoreResult<Option<i64>> {
+            self.inner.sink_lease(a, b, c, d).await
+        }
+        async fn advance_sink(&self, a: &str, b: &str, c: i64) -> StoreResult<bool> {
+            self.inner.advance_sink(a, b, c).await
+        }
+        async fn release_sink(&self, a: &str, b: &str) -> StoreResult<()> {
+            self.inner.release_sink(a, b).await
+        }
         async fn ping(&self) -> StoreResult<()> {
             self.inner.ping().await
         }

@@ -4,6 +4,7 @@
 //! can't read back). Times cross this boundary as unix milliseconds.
 
 pub mod group_commit;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -112,6 +113,9 @@ pub struct NewEvent {
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub seq: i64,
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
     pub payload_json: String,
 }
 
@@ -231,6 +235,27 @@ pub trait Store: Send + Sync + 'static {
     /// deliveries were released.
     async fn recover_leases(&self, now_ms: i64) -> StoreResult<u64>;
 
+    /// Take or renew the right to publish to `sink` until `until_ms` (a
+    /// lease: when its holder dies, another instance takes over after
+    /// expiry). Returns the sink's cursor when `owner` holds the lease.
+    async fn sink_lease(
+        &self,
+        sink: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Option<i64>>;
+
+    /// Move the sink's cursor forward to `seq` (only for the lease holder).
+    async fn advance_sink(&self, sink: &str, owner: &str, seq: i64) -> StoreResult<bool>;
+
+    /// Give the lease up (graceful shutdown).
+    async fn release_sink(&self, sink: &str, owner: &str) -> StoreResult<()>;
+
+    /// Wake these when another instance commits deliveries or events. A
+    /// single-instance backend has nothing to listen to.
+    fn listen(&self, _deliveries: Arc<tokio::sync::Notify>, _events: Arc<tokio::sync::Notify>) {}
+
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -245,9 +270,7 @@ pub async fn open(url: &str) -> Result<DynStore, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Unavailable(
-            "the PostgreSQL backend is not built yet; use a sqlite:// URL".into(),
-        ))
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
     } else {
         Err(StoreError::Unavailable(format!(
             "unsupported storage URL scheme in {:?}",

@@ -310,30 +310,27 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<StoredEvent>> {
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT seq, payload FROM events WHERE seq > ");
+            QueryBuilder::new("SELECT seq, id, type, source, payload FROM events WHERE seq > ");
         qb.push_bind(after_seq);
         push_type_filter(&mut qb, types);
         qb.push(" ORDER BY seq LIMIT ");
         qb.push_bind(i64::from(limit));
-        let rows: Vec<(i64, String)> = qb
+        let rows: Vec<(i64, String, String, String, String)> = qb
             .build_query_as()
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, payload_json)| StoredEvent { seq, payload_json })
-            .collect())
+        Ok(rows.into_iter().map(stored_event).collect())
     }
 
     async fn get_event(&self, id: &str) -> StoreResult<Option<StoredEvent>> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, payload FROM events WHERE id = ?")
+        let row: Option<(i64, String, String, String, String)> =
+            sqlx::query_as("SELECT seq, id, type, source, payload FROM events WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        Ok(row.map(|(seq, payload_json)| StoredEvent { seq, payload_json }))
+        Ok(row.map(stored_event))
     }
 
     async fn get_delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
@@ -411,6 +408,52 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn sink_lease(
+        &self,
+        sink: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        let cursor: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO sinks (name, cursor_seq, owner, lease_until) VALUES (?1, 0, ?2, ?4) \
+             ON CONFLICT (name) DO UPDATE SET owner = ?2, lease_until = ?4 \
+             WHERE sinks.owner = ?2 OR sinks.lease_until < ?3 OR sinks.owner IS NULL \
+             RETURNING cursor_seq",
+        )
+        .bind(sink)
+        .bind(owner)
+        .bind(now_ms)
+        .bind(until_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(cursor)
+    }
+
+    async fn advance_sink(&self, sink: &str, owner: &str, seq: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sinks SET cursor_seq = ?3 WHERE name = ?1 AND owner = ?2 AND cursor_seq < ?3",
+        )
+        .bind(sink)
+        .bind(owner)
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_sink(&self, sink: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sinks SET owner = NULL, lease_until = 0 WHERE name = ? AND owner = ?")
+            .bind(sink)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1 FROM _sqlx_migrations LIMIT 1")
             .execute(&self.pool)
@@ -421,6 +464,18 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+fn stored_event(
+    (seq, id, event_type, source, payload_json): (i64, String, String, String, String),
+) -> StoredEvent {
+    StoredEvent {
+        seq,
+        id,
+        event_type,
+        source,
+        payload_json,
     }
 }
 

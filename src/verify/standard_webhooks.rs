@@ -125,7 +125,7 @@ fn parse_secret(index: usize, secret: &str) -> Result<Secret, KeyError> {
 
 /// What a verifier holds: a signing key is reduced to its public half.
 enum Key {
-    Hmac(MacKey),
+    Hmac(Box<MacKey>),
     Ed25519(VerifyingKey),
 }
 
@@ -178,7 +178,7 @@ impl StandardWebhooksVerifier {
             .enumerate()
             .map(|(i, s)| {
                 Ok(match parse_secret(i + 1, s)? {
-                    Secret::Symmetric(mac) => Key::Hmac(mac),
+                    Secret::Symmetric(mac) => Key::Hmac(Box::new(mac)),
                     Secret::Public(key) => Key::Ed25519(key),
                     Secret::Private(key) => Key::Ed25519(key.verifying_key()),
                 })

@@ -108,9 +108,8 @@ fn cli_check_rejects_unknown_config_keys() {
     assert!(stderr.contains("max_body"), "{stderr}");
 }
 
-#[tokio::test]
-async fn cli_sign_output_is_accepted_by_the_gateway() {
-    let app = spawn_app().await;
+async fn cli_sign_output_is_accepted_by_the_gateway(backend: Backend) {
+    let app = spawn_app(backend).await;
     for (provider, secret, fixture_name) in [
         ("stripe", "whsec_test_new_secret", "invoice.paid"),
         ("standard-webhooks", SW_SECRET, "invoice.paid"),
@@ -172,3 +171,5 @@ async fn cli_sign_output_is_accepted_by_the_gateway() {
         );
     }
 }
+
+crate::backend_tests!(cli_sign_output_is_accepted_by_the_gateway);

@@ -24,9 +24,8 @@ async fn seed(app: &TestApp) {
     }
 }
 
-#[tokio::test]
-async fn consumer_api_requires_a_bearer_token() {
-    let app = spawn_app().await;
+async fn consumer_api_requires_a_bearer_token(backend: Backend) {
+    let app = spawn_app(backend).await;
     for path in [
         "/v1/events",
         "/v1/catalog",
@@ -51,9 +50,8 @@ async fn consumer_api_requires_a_bearer_token() {
     }
 }
 
-#[tokio::test]
-async fn consumer_events_page_in_commit_order_with_type_filter() {
-    let app = spawn_app().await;
+async fn consumer_events_page_in_commit_order_with_type_filter(backend: Backend) {
+    let app = spawn_app(backend).await;
     seed(&app).await;
     let all = app.all_events().await;
     let ids: Vec<&str> = all
@@ -95,9 +93,8 @@ async fn consumer_events_page_in_commit_order_with_type_filter() {
     assert_eq!(both["events"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn consumer_bad_queries_are_400() {
-    let app = spawn_app().await;
+async fn consumer_bad_queries_are_400(backend: Backend) {
+    let app = spawn_app(backend).await;
     for q in ["after=-1", "after=abc", "type=invoice.%25", "limit=x"] {
         let (status, body) = app.get(&format!("/v1/events?{q}")).await;
         assert_eq!(status, 400, "{q}: {body}");
@@ -108,9 +105,8 @@ async fn consumer_bad_queries_are_400() {
     assert_eq!(body["error"]["code"], "not_found");
 }
 
-#[tokio::test]
-async fn consumer_catalog_lists_types_with_schema_and_example() {
-    let app = spawn_app().await;
+async fn consumer_catalog_lists_types_with_schema_and_example(backend: Backend) {
+    let app = spawn_app(backend).await;
     let (status, body) = app.get("/v1/catalog").await;
     assert_eq!(status, 200);
     let types = body["types"].as_array().unwrap();
@@ -152,9 +148,8 @@ async fn consumer_catalog_lists_types_with_schema_and_example() {
     }
 }
 
-#[tokio::test]
-async fn consumer_health_endpoints_answer() {
-    let app = spawn_app().await;
+async fn consumer_health_endpoints_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
     let r = app
         .client
         .get(format!("{}/healthz", app.address))
@@ -184,3 +179,11 @@ async fn consumer_health_endpoints_answer() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
 }
+
+crate::backend_tests!(
+    consumer_api_requires_a_bearer_token,
+    consumer_events_page_in_commit_order_with_type_filter,
+    consumer_bad_queries_are_400,
+    consumer_catalog_lists_types_with_schema_and_example,
+    consumer_health_endpoints_answer
+);

@@ -17,8 +17,7 @@ fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static str {
     }
 }
 
-#[tokio::test]
-async fn fixtures_every_provider_fixture_maps_as_expected() {
+async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
     let providers_dir = repo().join("providers");
     let mut specs = Vec::new();
     let mut fixtures: Vec<(String, std::path::PathBuf)> = Vec::new();
@@ -51,6 +50,7 @@ async fn fixtures_every_provider_fixture_maps_as_expected() {
         fixtures.extend(files.into_iter().map(|f| (name.clone(), f)));
     }
     let app = spawn_app_with(Spawn {
+        backend,
         sources: specs,
         ..Spawn::default()
     })
@@ -116,3 +116,5 @@ async fn fixtures_every_provider_fixture_maps_as_expected() {
         );
     }
 }
+
+crate::backend_tests!(fixtures_every_provider_fixture_maps_as_expected);

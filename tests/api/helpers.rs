@@ -91,16 +91,108 @@ pub fn default_sources() -> Vec<SourceSpec> {
     ]
 }
 
+/// Which storage backend a test runs on; every integration test runs on
+/// both (`backend_tests!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generate a `sqlite::name` and a `postgres::name` test for each
+/// `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test]
+               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test]
+               async fn $name() { super::$name($crate::helpers::Backend::Postgres).await } )*
+        }
+    };
+}
+
+/// The PostgreSQL server tests create their databases on (trust auth).
+pub fn pg_admin_url() -> String {
+    std::env::var("HOOKGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A fresh database for one test; dropped (forcibly) when the test ends.
+pub struct TestDb {
+    pub url: String,
+    pub name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend, dir: &Path) -> TestDb {
+        match backend {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.join("hookgate.db").display()),
+                name: None,
+            },
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let name = format!("hg_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+                let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", pg_admin_url()))
+                    .await
+                    .expect("PostgreSQL is reachable (see .ci/run)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                TestDb {
+                    url: format!("{}/{name}", pg_admin_url()),
+                    name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        // Drop runs inside the test's runtime: do the async work on a
+        // thread of its own.
+        let admin = format!("{}/postgres", pg_admin_url());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub processor: Arc<Processor>,
     pub app_stats: Arc<hookgate::store::group_commit::Stats>,
-    pub dir: tempfile::TempDir,
+    pub publisher: Option<Arc<hookgate::bus::Publisher>>,
+    pub db: TestDb,
+    /// Keeps the test's files alive as long as the app.
+    pub _dir: tempfile::TempDir,
 }
 
 pub struct Spawn {
+    pub backend: Backend,
+    /// Share this database (another instance's) instead of a fresh one.
+    pub db_url: Option<String>,
     pub sources: Vec<SourceSpec>,
     pub workers: usize,
     pub max_attempts: u32,
@@ -110,6 +202,8 @@ pub struct Spawn {
 impl Default for Spawn {
     fn default() -> Self {
         Spawn {
+            backend: Backend::Sqlite,
+            db_url: None,
             sources: default_sources(),
             workers: 0,
             max_attempts: 3,
@@ -118,12 +212,13 @@ impl Default for Spawn {
     }
 }
 
-pub fn settings_for(dir: &Path, spawn: &Spawn) -> Settings {
+pub fn settings_for(dir: &Path, db_url: &str, spawn: &Spawn) -> Settings {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
     settings.server.http_workers = 1;
     settings.server.max_body_bytes = spawn.max_body_bytes;
-    settings.storage.url = format!("sqlite://{}", dir.join("hookgate.db").display());
+    let _ = dir;
+    settings.storage.url = db_url.to_string();
     settings.paths.providers = repo().join("providers");
     settings.paths.catalog = repo().join("catalog");
     settings.api.tokens = vec![API_TOKEN.into()];
@@ -145,13 +240,30 @@ pub fn settings_for(dir: &Path, spawn: &Spawn) -> Settings {
     settings
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Spawn::default()).await
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(Spawn {
+        backend,
+        ..Spawn::default()
+    })
+    .await
 }
 
 pub async fn spawn_app_with(spawn: Spawn) -> TestApp {
+    spawn_app_configured(spawn, |_| {}).await
+}
+
+/// `spawn_app_with`, letting the test adjust the settings last.
+pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings_for(dir.path(), &spawn);
+    let db = match &spawn.db_url {
+        Some(url) => TestDb {
+            url: url.clone(),
+            name: None,
+        },
+        None => TestDb::new(spawn.backend, dir.path()).await,
+    };
+    let mut settings = settings_for(dir.path(), &db.url, &spawn);
+    adjust(&mut settings);
     let clock = Arc::new(ManualClock::at_unix(NOW));
     let app = Application::build(
         settings,
@@ -165,6 +277,7 @@ pub async fn spawn_app_with(spawn: Spawn) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let processor = app.processor();
     let app_stats = app.ingestor_stats();
+    let publisher = app.publisher();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -172,7 +285,9 @@ pub async fn spawn_app_with(spawn: Spawn) -> TestApp {
         clock,
         processor,
         app_stats,
-        dir,
+        publisher,
+        db,
+        _dir: dir,
     }
 }
 

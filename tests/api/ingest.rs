@@ -121,9 +121,8 @@ fn unique(case: &Case, tag: &str) -> String {
     format!("{}-{}-{}", tag, case.provider, ulid::Ulid::new())
 }
 
-#[tokio::test]
-async fn ingest_valid_request_becomes_a_catalog_event() {
-    let app = spawn_app().await;
+async fn ingest_valid_request_becomes_a_catalog_event(backend: Backend) {
+    let app = spawn_app(backend).await;
     for case in cases() {
         let id = unique(&case, "valid");
         let body = app.send_expect(&case.request(&id), 200).await;
@@ -156,9 +155,8 @@ async fn ingest_valid_request_becomes_a_catalog_event() {
     }
 }
 
-#[tokio::test]
-async fn ingest_tampered_body_is_401() {
-    let app = spawn_app().await;
+async fn ingest_tampered_body_is_401(backend: Backend) {
+    let app = spawn_app(backend).await;
     // DNSimple signs nothing (its path token is all the authentication it
     // has), so a changed body cannot be detected for it.
     for case in cases().into_iter().filter(|c| c.provider != "dnsimple") {
@@ -178,9 +176,8 @@ async fn ingest_tampered_body_is_401() {
     }
 }
 
-#[tokio::test]
-async fn ingest_wrong_secret_is_401_and_recorded() {
-    let app = spawn_app().await;
+async fn ingest_wrong_secret_is_401_and_recorded(backend: Backend) {
+    let app = spawn_app(backend).await;
     for case in cases() {
         let id = unique(&case, "wrong");
         let req = case.request_with(&case.wrong_secret, &case.body(&id), NOW, &id);
@@ -209,9 +206,8 @@ async fn ingest_wrong_secret_is_401_and_recorded() {
     assert!(list.iter().any(|r| r["source"] == "pagerduty"));
 }
 
-#[tokio::test]
-async fn ingest_timestamp_outside_tolerance_is_401() {
-    let app = spawn_app().await;
+async fn ingest_timestamp_outside_tolerance_is_401(backend: Backend) {
+    let app = spawn_app(backend).await;
     for case in cases().into_iter().filter(|c| c.signs_timestamp) {
         for skew in [-301, 301, -100_000] {
             let id = unique(&case, "stale");
@@ -238,9 +234,8 @@ async fn ingest_timestamp_outside_tolerance_is_401() {
     }
 }
 
-#[tokio::test]
-async fn ingest_rotated_secrets_both_verify() {
-    let app = spawn_app().await;
+async fn ingest_rotated_secrets_both_verify(backend: Backend) {
+    let app = spawn_app(backend).await;
     for case in cases() {
         for secret in [&case.secret, &case.old_secret] {
             let id = unique(&case, "rotate");
@@ -251,9 +246,8 @@ async fn ingest_rotated_secrets_both_verify() {
     }
 }
 
-#[tokio::test]
-async fn ingest_duplicate_is_acknowledged_once() {
-    let app = spawn_app().await;
+async fn ingest_duplicate_is_acknowledged_once(backend: Backend) {
+    let app = spawn_app(backend).await;
     for case in cases() {
         let id = unique(&case, "dup");
         let first = app.send_expect(&case.request(&id), 200).await;
@@ -272,9 +266,8 @@ async fn ingest_duplicate_is_acknowledged_once() {
     }
 }
 
-#[tokio::test]
-async fn ingest_concurrent_duplicates_store_one_delivery() {
-    let app = std::sync::Arc::new(spawn_app().await);
+async fn ingest_concurrent_duplicates_store_one_delivery(backend: Backend) {
+    let app = std::sync::Arc::new(spawn_app(backend).await);
     let case = &cases()[0];
     let id = unique(case, "race");
     let req = case.request(&id);
@@ -297,9 +290,8 @@ async fn ingest_concurrent_duplicates_store_one_delivery() {
     assert_eq!(n, 1);
 }
 
-#[tokio::test]
-async fn ingest_schema_violation_is_quarantined_by_default() {
-    let app = spawn_app().await;
+async fn ingest_schema_violation_is_quarantined_by_default(backend: Backend) {
+    let app = spawn_app(backend).await;
     for case in cases() {
         let id = unique(&case, "quarantine");
         let mut v: Value = serde_json::from_slice(&case.body(&id)).unwrap();
@@ -330,9 +322,8 @@ async fn ingest_schema_violation_is_quarantined_by_default() {
     assert!(app.all_events().await.is_empty());
 }
 
-#[tokio::test]
-async fn ingest_schema_violation_in_reject_mode_is_422_with_paths() {
-    let app = spawn_app().await;
+async fn ingest_schema_violation_in_reject_mode_is_422_with_paths(backend: Backend) {
+    let app = spawn_app(backend).await;
     let mut v = fixture("stripe", "invoice.paid");
     set_pointer(&mut v, "/type", json!(12345));
     let body = serde_json::to_vec(&v).unwrap();
@@ -358,9 +349,8 @@ async fn ingest_schema_violation_in_reject_mode_is_422_with_paths() {
     );
 }
 
-#[tokio::test]
-async fn ingest_unknown_source_is_404() {
-    let app = spawn_app().await;
+async fn ingest_unknown_source_is_404(backend: Backend) {
+    let app = spawn_app(backend).await;
     let case = &cases()[0];
     for path in [
         "/v1/webhooks/nope",
@@ -385,9 +375,8 @@ async fn ingest_unknown_source_is_404() {
     assert_eq!(reply.code(), "missing_signature");
 }
 
-#[tokio::test]
-async fn ingest_oversized_body_is_413() {
-    let app = spawn_app().await;
+async fn ingest_oversized_body_is_413(backend: Backend) {
+    let app = spawn_app(backend).await;
     let case = &cases()[0];
     let mut v = fixture("stripe", "invoice.paid");
     set_pointer(&mut v, "/id", json!("big"));
@@ -399,9 +388,8 @@ async fn ingest_oversized_body_is_413() {
     assert_eq!(reply.code(), "payload_too_large");
 }
 
-#[tokio::test]
-async fn ingest_oversized_chunked_body_is_413() {
-    let app = spawn_app().await;
+async fn ingest_oversized_chunked_body_is_413(backend: Backend) {
+    let app = spawn_app(backend).await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..100).map(|_| Ok(vec![b' '; 1024])).collect();
     let response = app
@@ -418,9 +406,8 @@ async fn ingest_oversized_chunked_body_is_413() {
     assert_eq!(response.status().as_u16(), 413);
 }
 
-#[tokio::test]
-async fn ingest_wrong_content_type_is_415() {
-    let app = spawn_app().await;
+async fn ingest_wrong_content_type_is_415(backend: Backend) {
+    let app = spawn_app(backend).await;
     for case in cases() {
         let req = case.request("ct").header("content-type", "text/plain");
         let reply = app.send(&req).await;
@@ -435,9 +422,8 @@ async fn ingest_wrong_content_type_is_415() {
     app.send_expect(&req, 200).await;
 }
 
-#[tokio::test]
-async fn ingest_malformed_json_is_400() {
-    let app = spawn_app().await;
+async fn ingest_malformed_json_is_400(backend: Backend) {
+    let app = spawn_app(backend).await;
     for case in cases() {
         for body in [&b"{\"id\": "[..], b"", b"\xff\xfe{}", b"[1,2"] {
             let req = case.request_with(&case.secret, body, NOW, "malformed");
@@ -448,9 +434,8 @@ async fn ingest_malformed_json_is_400() {
     }
 }
 
-#[tokio::test]
-async fn ingest_deeply_nested_json_is_400_not_a_crash() {
-    let app = spawn_app().await;
+async fn ingest_deeply_nested_json_is_400_not_a_crash(backend: Backend) {
+    let app = spawn_app(backend).await;
     let case = &cases()[0];
     let body = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
     let req = case.request_with(&case.secret, body.as_bytes(), NOW, "deep");
@@ -460,9 +445,8 @@ async fn ingest_deeply_nested_json_is_400_not_a_crash() {
     app.send_expect(&case.request("after-deep"), 200).await;
 }
 
-#[tokio::test]
-async fn ingest_missing_signature_is_401() {
-    let app = spawn_app().await;
+async fn ingest_missing_signature_is_401(backend: Backend) {
+    let app = spawn_app(backend).await;
     for (case, header) in cases().iter().zip([
         "stripe-signature",
         "webhook-signature",
@@ -476,9 +460,8 @@ async fn ingest_missing_signature_is_401() {
     }
 }
 
-#[tokio::test]
-async fn ingest_svix_headers_are_accepted() {
-    let app = spawn_app().await;
+async fn ingest_svix_headers_are_accepted(backend: Backend) {
+    let app = spawn_app(backend).await;
     let case = &cases()[1];
     let id = unique(case, "svix");
     let req = case.request(&id);
@@ -495,9 +478,8 @@ async fn ingest_svix_headers_are_accepted() {
     assert_eq!(again["duplicate"], true);
 }
 
-#[tokio::test]
-async fn ingest_errors_never_echo_signatures() {
-    let app = spawn_app().await;
+async fn ingest_errors_never_echo_signatures(backend: Backend) {
+    let app = spawn_app(backend).await;
     let case = &cases()[0];
     let req = case
         .request("echo")
@@ -506,3 +488,24 @@ async fn ingest_errors_never_echo_signatures() {
     assert_eq!(reply.status, 401);
     assert!(!reply.json.to_string().contains("deadbeefcafe0123"));
 }
+
+crate::backend_tests!(
+    ingest_valid_request_becomes_a_catalog_event,
+    ingest_tampered_body_is_401,
+    ingest_wrong_secret_is_401_and_recorded,
+    ingest_timestamp_outside_tolerance_is_401,
+    ingest_rotated_secrets_both_verify,
+    ingest_duplicate_is_acknowledged_once,
+    ingest_concurrent_duplicates_store_one_delivery,
+    ingest_schema_violation_is_quarantined_by_default,
+    ingest_schema_violation_in_reject_mode_is_422_with_paths,
+    ingest_unknown_source_is_404,
+    ingest_oversized_body_is_413,
+    ingest_oversized_chunked_body_is_413,
+    ingest_wrong_content_type_is_415,
+    ingest_malformed_json_is_400,
+    ingest_deeply_nested_json_is_400_not_a_crash,
+    ingest_missing_signature_is_401,
+    ingest_svix_headers_are_accepted,
+    ingest_errors_never_echo_signatures
+);

@@ -23,11 +23,11 @@ fn stripe_request(id: &str) -> Outgoing {
     )
 }
 
-#[tokio::test]
-async fn queue_workers_wake_on_insert() {
+async fn queue_workers_wake_on_insert(backend: Backend) {
     // The sweep is set long, so only the insert's wake-up can explain a
     // prompt catalog event.
     let app = spawn_app_with(Spawn {
+        backend,
         workers: 1,
         ..Spawn::default()
     })
@@ -47,9 +47,9 @@ async fn queue_workers_wake_on_insert() {
     }
 }
 
-#[tokio::test]
-async fn queue_failing_delivery_retries_with_backoff_then_dies() {
+async fn queue_failing_delivery_retries_with_backoff_then_dies(backend: Backend) {
     let app = spawn_app_with(Spawn {
+        backend,
         max_attempts: 3,
         ..Spawn::default()
     })
@@ -89,26 +89,16 @@ async fn queue_failing_delivery_retries_with_backoff_then_dies() {
     assert!(app.all_events().await.is_empty());
 }
 
-#[tokio::test]
-async fn queue_expired_lease_is_reclaimed_without_duplicate_events() {
-    let app = spawn_app().await;
+async fn queue_expired_lease_is_reclaimed_without_duplicate_events(backend: Backend) {
+    let app = spawn_app(backend).await;
     app.send_expect(&stripe_request("evt_lease"), 200).await;
-    let store = {
-        // Claim it like a worker that then crashes: the lease expires.
-        let store = hookgate::store::sqlite::SqliteStore::open(&format!(
-            "sqlite://{}",
-            app.dir.path().join("hookgate.db").display()
-        ))
+    // Claim it like a worker that then crashes: the lease expires.
+    let store = hookgate::store::open(&app.db.url).await.unwrap();
+    let claimed = store
+        .claim(NOW * 1000, NOW * 1000 + 60_000, 10)
         .await
         .unwrap();
-        use hookgate::store::Store;
-        let claimed = store
-            .claim(NOW * 1000, NOW * 1000 + 60_000, 10)
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 1);
-        store
-    };
+    assert_eq!(claimed.len(), 1);
     // Still leased: nobody else takes it.
     assert_eq!(app.drain().await, 0);
     app.clock.advance_ms(61_000);
@@ -116,7 +106,6 @@ async fn queue_expired_lease_is_reclaimed_without_duplicate_events() {
     // The crashed worker comes back and completes with the same events:
     // deterministic ids mean no second copy.
     app.clock.advance_ms(61_000);
-    use hookgate::store::Store;
     let events = app.all_events().await;
     assert_eq!(events.len(), 1);
     let id = events[0]["id"].as_str().unwrap().to_string();
@@ -135,9 +124,8 @@ async fn queue_expired_lease_is_reclaimed_without_duplicate_events() {
     assert_eq!(app.all_events().await.len(), 1);
 }
 
-#[tokio::test]
-async fn queue_unmapped_event_type_is_done_with_no_event() {
-    let app = spawn_app().await;
+async fn queue_unmapped_event_type_is_done_with_no_event(backend: Backend) {
+    let app = spawn_app(backend).await;
     let v = fixture("pagerduty", "incident.priority_updated");
     let body = serde_json::to_vec(&v).unwrap();
     let req = signed("pagerduty", "pagerduty", "pd-secret-new", &body, NOW, "x");
@@ -150,9 +138,8 @@ async fn queue_unmapped_event_type_is_done_with_no_event() {
     assert!(app.all_events().await.is_empty());
 }
 
-#[tokio::test]
-async fn queue_concurrent_requests_are_all_stored_and_processed() {
-    let app = Arc::new(spawn_app().await);
+async fn queue_concurrent_requests_are_all_stored_and_processed(backend: Backend) {
+    let app = Arc::new(spawn_app(backend).await);
     let before = app
         .app_stats
         .commits
@@ -184,3 +171,11 @@ async fn queue_concurrent_requests_are_all_stored_and_processed() {
     assert_eq!(app.drain().await, n);
     assert_eq!(app.all_events().await.len(), n);
 }
+
+crate::backend_tests!(
+    queue_workers_wake_on_insert,
+    queue_failing_delivery_retries_with_backoff_then_dies,
+    queue_expired_lease_is_reclaimed_without_duplicate_events,
+    queue_unmapped_event_type_is_done_with_no_event,
+    queue_concurrent_requests_are_all_stored_and_processed
+);

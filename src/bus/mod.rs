@@ -1,0 +1,161 @@
+//! Hand-off to internal consumers. Catalog events are stored first (the
+//! `events` table is the outbox); a `Publisher` then pushes them to a
+//! `Sink` in sequence order and moves the sink's cursor only past events
+//! the sink acknowledged. One instance publishes at a time (a lease in the
+//! database), so order holds across instances; a dead publisher's lease
+//! expires and another instance carries on from the cursor. Everything here
+//! is at-least-once: a sink must drop duplicates by event id (JetStream
+//! does, by `Nats-Msg-Id`).
+
+pub mod nats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::clock::{unix_ms, Clock};
+use crate::store::{DynStore, StoreError, StoredEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where catalog events go. Open set: NATS now, HTTP push later.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    fn name(&self) -> &str;
+
+    /// Publish in order; return how many of `events` (a prefix) were
+    /// acknowledged. An error means none of the remaining ones were.
+    async fn publish(&self, events: &[StoredEvent]) -> Result<usize, SinkError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+pub struct Publisher {
+    store: DynStore,
+    sink: Arc<dyn Sink>,
+    owner: String,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    batch: u32,
+    max_backoff: Duration,
+}
+
+/// Lease on the right to publish; renewed every round, well before expiry.
+const LEASE_MS: i64 = 15_000;
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+
+impl Publisher {
+    pub fn new(
+        store: DynStore,
+        sink: Arc<dyn Sink>,
+        owner: String,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+        batch: u32,
+        max_backoff: Duration,
+    ) -> Publisher {
+        Publisher {
+            store,
+            sink,
+            owner,
+            clock,
+            wake,
+            batch: batch.max(1),
+            max_backoff,
+        }
+    }
+
+    /// One round: take/renew the lease, publish what follows the cursor,
+    /// advance it. Returns how many events were published; `Ok(None)` when
+    /// another instance holds the lease.
+    pub async fn run_once(&self) -> Result<Option<usize>, PublishError> {
+        let now = unix_ms(self.clock.now());
+        let Some(cursor) = self
+            .store
+            .sink_lease(self.sink.name(), &self.owner, now, now + LEASE_MS)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let events = self.store.list_events(cursor, &[], self.batch).await?;
+        if events.is_empty() {
+            return Ok(Some(0));
+        }
+        let result = self.sink.publish(&events).await;
+        let published = match &result {
+            Ok(n) => *n,
+            Err(_) => 0,
+        };
+        if published > 0 {
+            let last = events[published - 1].seq;
+            self.store
+                .advance_sink(self.sink.name(), &self.owner, last)
+                .await?;
+        }
+        result?;
+        Ok(Some(published))
+    }
+
+    /// Publish until nothing is left (tests).
+    pub async fn drain(&self) -> Result<usize, PublishError> {
+        let mut total = 0;
+        loop {
+            match self.run_once().await? {
+                Some(0) | None => return Ok(total),
+                Some(n) => total += n,
+            }
+        }
+    }
+
+    pub fn spawn(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !*shutdown.borrow() {
+                let notified = self.wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let pause = match self.run_once().await {
+                    Ok(Some(n)) if n > 0 => {
+                        backoff = Duration::from_millis(100);
+                        continue;
+                    }
+                    Ok(_) => {
+                        backoff = Duration::from_millis(100);
+                        IDLE_RECHECK
+                    }
+                    Err(e) => {
+                        tracing::warn!(sink = self.sink.name(), error = %e, retry_in_ms = backoff.as_millis() as u64, "publish failed; retrying");
+                        let pause = backoff;
+                        backoff = (backoff * 2).min(self.max_backoff);
+                        // A failing sink is retried on the backoff, not on
+                        // every new event.
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
+                };
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            let _ = self.store.release_sink(self.sink.name(), &self.owner).await;
+        })
+    }
+}

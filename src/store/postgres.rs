@@ -1,0 +1,676 @@
+//! The PostgreSQL backend, for several hookgate instances on one database.
+//!
+//! - Group commit: a batch is four statements in one transaction, each a
+//!   multi-row `UNNEST` insert or lookup, idempotent with `ON CONFLICT (source,
+//!   provider_event_id) DO NOTHING`. Rows are sorted by that key so two
+//!   instances inserting overlapping batches take row locks in the same
+//!   order and can't deadlock.
+//! - Workers claim with `FOR UPDATE SKIP LOCKED` and a lease.
+//! - Catalog event sequence values are taken under a transaction-scoped
+//!   advisory lock that is held until commit: the transaction that took
+//!   `seq = n` has committed before any transaction can take `n + 1`, so a
+//!   reader that sees `n + 1` also sees `n`, and the cursor of `/v1/events`
+//!   never skips an event that commits late.
+//! - `NOTIFY` on commit wakes workers and publishers of every instance.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder, Row};
+use tokio::sync::Notify;
+
+use super::{
+    Claimed, DeliveryRecord, DeliveryStatus, Inserted, NewEvent, NewRequest, Rejection,
+    RejectionRecord, Retry, Store, StoreError, StoreResult, StoredEvent,
+};
+use crate::catalog::TypePattern;
+
+/// The advisory lock that orders catalog event sequence values.
+const EVENT_SEQ_LOCK: i64 = 0x686f_6f6b_6761_7465; // "hookgate"
+pub const DELIVERIES_CHANNEL: &str = "hookgate_deliveries";
+pub const EVENTS_CHANNEL: &str = "hookgate_events";
+
+pub struct PgStore {
+    pool: PgPool,
+    url: String,
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+impl PgStore {
+    pub async fn open(url: &str) -> StoreResult<PgStore> {
+        let options = PgConnectOptions::from_str(url).map_err(unavailable)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            // A request waits at most this long for the database before it
+            // is answered 503 with Retry-After.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
+        Ok(PgStore {
+            pool,
+            url: url.to_string(),
+            closed: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, source, provider, provider_event_id, provider_event_type, \
+     status, attempts, last_error, violations, received_at, next_attempt_at";
+
+fn delivery_record(row: &sqlx::postgres::PgRow) -> StoreResult<DeliveryRecord> {
+    let status: String = row.try_get("status").map_err(unavailable)?;
+    Ok(DeliveryRecord {
+        id: row.try_get("id").map_err(unavailable)?,
+        source: row.try_get("source").map_err(unavailable)?,
+        provider: row.try_get("provider").map_err(unavailable)?,
+        provider_event_id: row.try_get("provider_event_id").map_err(unavailable)?,
+        provider_event_type: row.try_get("provider_event_type").map_err(unavailable)?,
+        status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {status:?}")))?,
+        attempts: row.try_get::<i32, _>("attempts").map_err(unavailable)? as u32,
+        last_error: row.try_get("last_error").map_err(unavailable)?,
+        violations: row.try_get("violations").map_err(unavailable)?,
+        received_at_ms: row.try_get("received_at").map_err(unavailable)?,
+        next_attempt_at_ms: row.try_get("next_attempt_at").map_err(unavailable)?,
+    })
+}
+
+fn stored_event(row: &sqlx::postgres::PgRow) -> StoreResult<StoredEvent> {
+    Ok(StoredEvent {
+        seq: row.try_get("seq").map_err(unavailable)?,
+        id: row.try_get("id").map_err(unavailable)?,
+        event_type: row.try_get("type").map_err(unavailable)?,
+        source: row.try_get("source").map_err(unavailable)?,
+        payload_json: row.try_get("payload").map_err(unavailable)?,
+    })
+}
+
+/// Insert catalog events in the current transaction, taking their sequence
+/// values under the advisory lock (held until this transaction ends). Also
+/// the protocol the cursor test drives by hand.
+pub async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    delivery_id: &str,
+    events: &[NewEvent],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(EVENT_SEQ_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload_json.as_str()).collect();
+    // Existing ids (a reprocessed delivery) are skipped before nextval is
+    // called, so they burn no sequence values either.
+    sqlx::query(
+        "INSERT INTO events (seq, id, type, source, delivery_id, created_at, payload) \
+         SELECT nextval('events_seq'), t.id, t.type, t.source, $5, $6, t.payload \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
+              WITH ORDINALITY AS t(id, type, source, payload, n) \
+         WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = t.id) \
+         ORDER BY t.n \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&sources)
+    .bind(&payloads)
+    .bind(delivery_id)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(EVENTS_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>> {
+        // Flatten, sorted by the idempotency key for a stable lock order.
+        let mut rows: Vec<(usize, usize)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(r, req)| (0..req.deliveries.len()).map(move |d| (r, d)))
+            .collect();
+        rows.sort_by(|a, b| {
+            let ka = (
+                &batch[a.0].source,
+                &batch[a.0].deliveries[a.1].provider_event_id,
+            );
+            let kb = (
+                &batch[b.0].source,
+                &batch[b.0].deliveries[b.1].provider_event_id,
+            );
+            ka.cmp(&kb).then(a.cmp(b))
+        });
+
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO requests (id, source, received_at, remote_addr, headers, body) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bytea[])",
+        )
+        .bind(batch.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.received_at_ms).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.remote_addr.as_deref()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.headers_json.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+
+        let col = |f: &dyn Fn(&NewRequest, &super::NewDelivery) -> Option<String>| {
+            rows.iter()
+                .map(|(r, d)| f(&batch[*r], &batch[*r].deliveries[*d]))
+                .collect::<Vec<Option<String>>>()
+        };
+        let ids = col(&|_, d| Some(d.id.clone()));
+        let request_ids = col(&|r, _| Some(r.id.clone()));
+        let sources = col(&|r, _| Some(r.source.clone()));
+        let providers = col(&|r, _| Some(r.provider.clone()));
+        let event_ids = col(&|_, d| Some(d.provider_event_id.clone()));
+        let event_types = col(&|_, d| d.provider_event_type.clone());
+        let statuses = col(&|_, d| Some(d.status.as_str().to_string()));
+        let violations = col(&|_, d| d.violations.clone());
+        let item_index: Vec<Option<i64>> = rows
+            .iter()
+            .map(|(r, d)| batch[*r].deliveries[*d].item_index)
+            .collect();
+        let occurred: Vec<Option<i64>> = rows
+            .iter()
+            .map(|(r, d)| batch[*r].deliveries[*d].occurred_at_ms)
+            .collect();
+        let received: Vec<i64> = rows.iter().map(|(r, _)| batch[*r].received_at_ms).collect();
+
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO deliveries (id, request_id, item_index, source, provider, \
+               provider_event_id, provider_event_type, occurred_at, received_at, status, \
+               attempts, next_attempt_at, violations, updated_at) \
+             SELECT t.id, t.request_id, t.item_index, t.source, t.provider, t.event_id, \
+               t.event_type, t.occurred, t.received, t.status, 0, t.received, t.violations, \
+               t.received \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+               $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[]) \
+               WITH ORDINALITY AS t(id, request_id, item_index, source, provider, event_id, \
+               event_type, occurred, received, status, violations, n) \
+             ORDER BY t.n \
+             ON CONFLICT (source, provider_event_id) DO NOTHING \
+             RETURNING id",
+        )
+        .bind(&ids)
+        .bind(&request_ids)
+        .bind(&item_index)
+        .bind(&sources)
+        .bind(&providers)
+        .bind(&event_ids)
+        .bind(&event_types)
+        .bind(&occurred)
+        .bind(&received)
+        .bind(&statuses)
+        .bind(&violations)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+
+        // Whatever exists now for each key: ours, or the original of a
+        // duplicate (committed by another transaction, or earlier in ours).
+        let existing: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT d.source, d.provider_event_id, d.id, d.status FROM deliveries d \
+             JOIN UNNEST($1::text[], $2::text[]) AS k(source, event_id) \
+               ON d.source = k.source AND d.provider_event_id = k.event_id",
+        )
+        .bind(&sources)
+        .bind(&event_ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let existing: HashMap<(String, String), (String, String)> = existing
+            .into_iter()
+            .map(|(s, e, id, status)| ((s, e), (id, status)))
+            .collect();
+
+        let mut results: Vec<Vec<Inserted>> = Vec::with_capacity(batch.len());
+        let mut keep_request = vec![false; batch.len()];
+        for (r, req) in batch.iter().enumerate() {
+            let mut outcome = Vec::with_capacity(req.deliveries.len());
+            for d in &req.deliveries {
+                if inserted.contains(&d.id) {
+                    keep_request[r] = true;
+                    outcome.push(Inserted {
+                        id: d.id.clone(),
+                        provider_event_id: d.provider_event_id.clone(),
+                        duplicate: false,
+                        status: d.status,
+                    });
+                } else {
+                    let (id, status) = existing
+                        .get(&(req.source.clone(), d.provider_event_id.clone()))
+                        .ok_or_else(|| {
+                            StoreError::Unavailable("a conflicting delivery vanished".into())
+                        })?;
+                    outcome.push(Inserted {
+                        id: id.clone(),
+                        provider_event_id: d.provider_event_id.clone(),
+                        duplicate: true,
+                        status: DeliveryStatus::parse(status).ok_or_else(|| {
+                            StoreError::Corrupt(format!("unknown status {status:?}"))
+                        })?,
+                    });
+                }
+            }
+            results.push(outcome);
+        }
+        let unused: Vec<&str> = batch
+            .iter()
+            .zip(&keep_request)
+            .filter(|(_, keep)| !**keep)
+            .map(|(r, _)| r.id.as_str())
+            .collect();
+        if !unused.is_empty() {
+            sqlx::query("DELETE FROM requests WHERE id = ANY($1)")
+                .bind(&unused)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        if !inserted.is_empty() {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(DELIVERIES_CHANNEL)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(results)
+    }
+
+    async fn claim(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Claimed>> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let rows = sqlx::query(
+            "UPDATE deliveries SET status = 'processing', attempts = attempts + 1, \
+               lease_until = $2, updated_at = $1 \
+             WHERE id IN (SELECT id FROM deliveries \
+               WHERE ((status IN ('pending', 'failed') AND next_attempt_at <= $1) \
+                  OR (status = 'processing' AND lease_until < $1)) \
+               ORDER BY next_attempt_at, received_at LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING id, request_id, source, provider, provider_event_id, \
+               provider_event_type, occurred_at, received_at, item_index, attempts",
+        )
+        .bind(now_ms)
+        .bind(lease_until_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let request_ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("request_id"))
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        let bodies: Vec<(String, Vec<u8>, String)> =
+            sqlx::query_as("SELECT id, body, headers FROM requests WHERE id = ANY($1)")
+                .bind(&request_ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        let bodies: HashMap<String, (Vec<u8>, String)> =
+            bodies.into_iter().map(|(id, b, h)| (id, (b, h))).collect();
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (row, request_id) in rows.iter().zip(request_ids) {
+            let (body, headers_json) = bodies
+                .get(&request_id)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("request {request_id} is missing")))?;
+            claimed.push(Claimed {
+                id: row.try_get("id").map_err(unavailable)?,
+                source: row.try_get("source").map_err(unavailable)?,
+                provider: row.try_get("provider").map_err(unavailable)?,
+                provider_event_id: row.try_get("provider_event_id").map_err(unavailable)?,
+                provider_event_type: row.try_get("provider_event_type").map_err(unavailable)?,
+                occurred_at_ms: row.try_get("occurred_at").map_err(unavailable)?,
+                received_at_ms: row.try_get("received_at").map_err(unavailable)?,
+                item_index: row.try_get("item_index").map_err(unavailable)?,
+                attempts: row.try_get::<i32, _>("attempts").map_err(unavailable)? as u32,
+                body,
+                headers_json,
+            });
+        }
+        claimed.sort_by_key(|c| c.received_at_ms);
+        Ok(claimed)
+    }
+
+    async fn complete(
+        &self,
+        delivery_id: &str,
+        events: &[NewEvent],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The status first: a row lock on the delivery, then the sequence
+        // lock, always in this order.
+        sqlx::query(
+            "UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
+             updated_at = $1 WHERE id = $2",
+        )
+        .bind(now_ms)
+        .bind(delivery_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        insert_events(&mut tx, delivery_id, events, now_ms)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn fail(
+        &self,
+        delivery_id: &str,
+        error: &str,
+        retry: Retry,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let (status, next) = match retry {
+            Retry::At(at) => ("failed", at),
+            Retry::Dead => ("dead", now_ms),
+        };
+        sqlx::query(
+            "UPDATE deliveries SET status = $1, next_attempt_at = $2, lease_until = NULL, \
+             last_error = $3, updated_at = $4 WHERE id = $5 AND status = 'processing'",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(error)
+        .bind(now_ms)
+        .bind(delivery_id)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn record_rejections(&self, batch: &[Rejection]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO rejections (id, source, code, message, remote_addr, received_at) ",
+        );
+        qb.push_values(batch, |mut b, r| {
+            b.push_bind(&r.id)
+                .push_bind(&r.source)
+                .push_bind(&r.code)
+                .push_bind(&r.message)
+                .push_bind(&r.remote_addr)
+                .push_bind(r.received_at_ms);
+        });
+        qb.build().execute(&self.pool).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        types: &[TypePattern],
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT seq, id, type, source, payload FROM events WHERE seq > ");
+        qb.push_bind(after_seq);
+        if !types.is_empty()
+            && !types
+                .iter()
+                .any(|t| *t == TypePattern::Prefix(String::new()))
+        {
+            qb.push(" AND (");
+            for (i, t) in types.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" OR ");
+                }
+                match t {
+                    TypePattern::Exact(name) => {
+                        qb.push("type = ").push_bind(name.clone());
+                    }
+                    TypePattern::Prefix(prefix) => {
+                        let upper = format!("{}/", &prefix[..prefix.len() - 1]);
+                        qb.push("(type >= ")
+                            .push_bind(prefix.clone())
+                            .push(" AND type < ")
+                            .push_bind(upper)
+                            .push(")");
+                    }
+                }
+            }
+            qb.push(")");
+        }
+        qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    async fn get_event(&self, id: &str) -> StoreResult<Option<StoredEvent>> {
+        let row = sqlx::query("SELECT seq, id, type, source, payload FROM events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(stored_event).transpose()
+    }
+
+    async fn get_delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(delivery_record).transpose()
+    }
+
+    async fn list_deliveries(
+        &self,
+        source: Option<&str>,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE 1 = 1"
+        ));
+        if let Some(s) = source {
+            qb.push(" AND source = ").push_bind(s);
+        }
+        if let Some(s) = status {
+            qb.push(" AND status = ").push_bind(s.as_str());
+        }
+        qb.push(" ORDER BY received_at, id LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(delivery_record).collect()
+    }
+
+    async fn list_rejections(&self, limit: u32) -> StoreResult<Vec<RejectionRecord>> {
+        let rows: Vec<(String, String, String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, source, code, message, remote_addr, received_at FROM rejections \
+             ORDER BY received_at DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, source, code, message, remote_addr, received_at_ms)| RejectionRecord {
+                    id,
+                    source,
+                    code,
+                    message,
+                    remote_addr,
+                    received_at_ms,
+                },
+            )
+            .collect())
+    }
+
+    async fn recover_leases(&self, _now_ms: i64) -> StoreResult<u64> {
+        // Other instances may hold live leases: let expiry decide.
+        Ok(0)
+    }
+
+    async fn sink_lease(
+        &self,
+        sink: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        let cursor: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO sinks (name, cursor_seq, owner, lease_until) VALUES ($1, 0, $2, $4) \
+             ON CONFLICT (name) DO UPDATE SET owner = $2, lease_until = $4 \
+             WHERE sinks.owner = $2 OR sinks.lease_until < $3 OR sinks.owner IS NULL \
+             RETURNING cursor_seq",
+        )
+        .bind(sink)
+        .bind(owner)
+        .bind(now_ms)
+        .bind(until_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(cursor)
+    }
+
+    async fn advance_sink(&self, sink: &str, owner: &str, seq: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sinks SET cursor_seq = $3 WHERE name = $1 AND owner = $2 AND cursor_seq < $3",
+        )
+        .bind(sink)
+        .bind(owner)
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_sink(&self, sink: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sinks SET owner = NULL, lease_until = 0 WHERE name = $1 AND owner = $2",
+        )
+        .bind(sink)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn listen(&self, deliveries: Arc<Notify>, events: Arc<Notify>) {
+        let url = self.url.clone();
+        let mut closed = self.closed.subscribe();
+        tokio::spawn(async move {
+            let run = async move {
+                loop {
+                    match PgListener::connect(&url).await {
+                        Ok(mut listener) => {
+                            if let Err(e) = listener
+                                .listen_all([DELIVERIES_CHANNEL, EVENTS_CHANNEL])
+                                .await
+                            {
+                                tracing::warn!(error = %e, "LISTEN failed");
+                            } else {
+                                // Anything committed while we weren't listening.
+                                deliveries.notify_waiters();
+                                events.notify_waiters();
+                                loop {
+                                    // `try_recv` reports a lost connection as
+                                    // `None` and reconnects on the next call.
+                                    match listener.try_recv().await {
+                                        Ok(Some(n)) if n.channel() == DELIVERIES_CHANNEL => {
+                                            deliveries.notify_waiters()
+                                        }
+                                        Ok(Some(_)) => events.notify_waiters(),
+                                        Ok(None) => {
+                                            deliveries.notify_waiters();
+                                            events.notify_waiters();
+                                        }
+                                        Err(e) => {
+                                            tracing::warn!(error = %e, "LISTEN connection lost");
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot connect for LISTEN"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            tokio::select! {
+                _ = run => {}
+                _ = closed.wait_for(|c| *c) => {}
+            }
+        });
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1 FROM _sqlx_migrations LIMIT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let _ = self.closed.send(true);
+        self.pool.close().await;
+    }
+}
