@@ -292,3 +292,36 @@ async fn postgres_outage_answers_503_and_recovers() {
     ids.sort();
     assert_eq!(ids, ["evt_before_outage", "evt_during_outage_0"]);
 }
+
+/// Instance one has no workers; instance two's sweep is a minute. Only
+/// NOTIFY from one's commit can make two process the delivery promptly.
+#[tokio::test]
+async fn postgres_instances_wake_each_other_with_notify() {
+    let one = spawn_app_with(Spawn {
+        backend: Backend::Postgres,
+        workers: 0,
+        ..Spawn::default()
+    })
+    .await;
+    let two = spawn_app_configured(
+        Spawn {
+            backend: Backend::Postgres,
+            db_url: Some(one.db.url.clone()),
+            workers: 1,
+            ..Spawn::default()
+        },
+        |s| s.queue.sweep_interval_ms = 60_000,
+    )
+    .await;
+    // Let two's worker finish its first look and go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    one.send_expect(&stripe_request("evt_notify"), 200).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while two.all_events().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other instance was never woken"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
