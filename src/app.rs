@@ -108,6 +108,7 @@ impl Application {
             );
         }
 
+        crate::telemetry::metrics::handle();
         let store = store::open(&settings.storage.url).await?;
         let released = store
             .recover_leases(crate::clock::unix_ms(options.clock.now()))

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{unix_ms, Clock};
 use crate::store::{DynStore, StoreError, StoredEvent};
+use crate::telemetry::metrics as m;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -99,7 +100,13 @@ impl Publisher {
             Ok(n) => *n,
             Err(_) => 0,
         };
+        if result.is_err() {
+            metrics::counter!(m::PUBLISH_FAILURES, "sink" => self.sink.name().to_string())
+                .increment(1);
+        }
         if published > 0 {
+            metrics::counter!(m::PUBLISHED, "sink" => self.sink.name().to_string())
+                .increment(published as u64);
             let last = events[published - 1].seq;
             self.store
                 .advance_sink(self.sink.name(), &self.owner, last)

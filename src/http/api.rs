@@ -164,6 +164,42 @@ pub async fn list_rejections(
     Ok(HttpResponse::Ok().json(json!({ "rejections": rejections })))
 }
 
+/// `GET /metrics`: Prometheus text format. Counters and histograms come
+/// from the process's recorder; the queue gauges are read from this
+/// instance's database at scrape time (right across instances) and written
+/// directly, so they never mix with another app's in the same process.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    use crate::telemetry::metrics as m;
+    use std::fmt::Write;
+    let mut text = m::handle().render();
+    if let Ok(stats) = state.store.queue_stats().await {
+        let _ = writeln!(text, "# TYPE {} gauge", m::QUEUE_DEPTH);
+        for status in ["pending", "processing", "failed", "dead", "quarantined"] {
+            let n = stats
+                .by_status
+                .iter()
+                .find(|(s, _)| s == status)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            let _ = writeln!(text, "{}{{status=\"{status}\"}} {n}", m::QUEUE_DEPTH);
+        }
+        let now = crate::clock::unix_ms(time::OffsetDateTime::now_utc());
+        let age = stats
+            .oldest_waiting_ms
+            .map(|t| (now - t).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        let _ = writeln!(text, "# TYPE {} gauge", m::OLDEST_PENDING);
+        let _ = writeln!(text, "{} {age}", m::OLDEST_PENDING);
+        let _ = writeln!(text, "# TYPE {} gauge", m::PUBLISH_LAG);
+        for (sink, lag) in stats.sink_lag {
+            let _ = writeln!(text, "{}{{sink=\"{sink}\"}} {lag}", m::PUBLISH_LAG);
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
+}
+
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }

@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::ingest::{Inbound, IngestError, Outcome, Source};
 use crate::store::Inserted;
+use crate::telemetry::metrics as m;
 use crate::verify::Headers;
 
 pub async fn receive(
@@ -40,15 +41,39 @@ async fn handle(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
     let remote = req.peer_addr().map(|a| a.ip().to_string());
+    // Only configured names become label values.
+    let label = match state.ingestor.source(&source_name) {
+        Some(s) => s.name.clone(),
+        None => "unknown".to_string(),
+    };
+    metrics::counter!(m::RECEIVED, "source" => label.clone()).increment(1);
     let span = tracing::info_span!("ingress", source = %source_name);
     let result = run(&req, &source_name, token.as_deref(), payload, &state)
         .instrument(span)
         .await;
     match result {
-        Ok(outcome) => Ok(respond(outcome)),
+        Ok(outcome) => {
+            let (deliveries, quarantined) = match &outcome {
+                Outcome::Accepted { deliveries, .. } => (deliveries, false),
+                Outcome::Quarantined { deliveries, .. } => (deliveries, true),
+            };
+            for d in deliveries {
+                let name = match (d.duplicate, quarantined) {
+                    (true, _) => m::DUPLICATE,
+                    (false, true) => m::QUARANTINED,
+                    (false, false) => m::ACCEPTED,
+                };
+                metrics::counter!(name, "source" => label.clone()).increment(1);
+            }
+            metrics::histogram!(m::INGEST_SECONDS, "source" => label)
+                .record(started.elapsed().as_secs_f64());
+            Ok(respond(outcome))
+        }
         Err(e) => {
             tracing::info!(code = e.code(), "request refused");
+            metrics::counter!(m::REJECTED, "source" => label, "reason" => e.code()).increment(1);
             state.ingestor.record_rejection(&source_name, &e, remote);
             Err(e.into())
         }

@@ -53,6 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::get().to(api::get_delivery),
     )
     .route("/v1/admin/rejections", web::get().to(api::list_rejections))
+    .route("/metrics", web::get().to(api::metrics))
     .route("/healthz", web::get().to(api::healthz))
     .route("/readyz", web::get().to(api::readyz));
 }

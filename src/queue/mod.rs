@@ -23,6 +23,7 @@ use crate::clock::{from_unix_ms, rfc3339, unix_ms, Clock};
 use crate::config::QueueSettings;
 use crate::providers::Registry;
 use crate::store::{Claimed, DynStore, NewEvent, Retry, StoreResult};
+use crate::telemetry::metrics as m;
 
 pub struct Processor {
     store: DynStore,
@@ -94,9 +95,24 @@ impl Processor {
         );
         let _enter = span.enter();
         let now_ms = unix_ms(self.clock.now());
+        let labels = [
+            ("source", d.source.clone()),
+            (
+                "provider_event_type",
+                d.provider_event_type.clone().unwrap_or_else(|| "-".into()),
+            ),
+        ];
+        metrics::counter!(m::ATTEMPTS, &labels).increment(1);
         match self.normalize(&d) {
             Ok(events) => {
                 let count = events.len();
+                for e in &events {
+                    metrics::counter!(m::CATALOG_EVENTS, "type" => e.event_type.clone())
+                        .increment(1);
+                }
+                if count == 0 {
+                    metrics::counter!(m::UNMAPPED, "source" => d.source.clone()).increment(1);
+                }
                 self.store.complete(&d.id, &events, now_ms).await?;
                 if count > 0 {
                     self.events_wake.notify_waiters();
@@ -117,6 +133,10 @@ impl Processor {
                     Retry::At(now_ms + self.backoff_ms(d.attempts))
                 };
                 tracing::warn!(%error, dead = matches!(retry, Retry::Dead), "processing failed");
+                metrics::counter!(m::FAILURES, &labels).increment(1);
+                if matches!(retry, Retry::Dead) {
+                    metrics::counter!(m::DEAD, "source" => d.source.clone()).increment(1);
+                }
                 self.store.fail(&d.id, &error, retry, now_ms).await?;
             }
         }

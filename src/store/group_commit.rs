@@ -159,6 +159,9 @@ mod tests {
         async fn release_sink(&self, a: &str, b: &str) -> StoreResult<()> {
             self.inner.release_sink(a, b).await
         }
+        async fn queue_stats(&self) -> StoreResult<super::super::QueueStats> {
+            self.inner.queue_stats().await
+        }
         async fn ping(&self) -> StoreResult<()> {
             self.inner.ping().await
         }

@@ -154,6 +154,17 @@ pub struct RejectionRecord {
     pub received_at_ms: i64,
 }
 
+/// What `/metrics` reports about the queue at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    /// Deliveries per status, `done` excluded (it only grows).
+    pub by_status: Vec<(String, i64)>,
+    /// Arrival time of the oldest delivery still waiting to be processed.
+    pub oldest_waiting_ms: Option<i64>,
+    /// Events each sink has yet to publish.
+    pub sink_lag: Vec<(String, i64)>,
+}
+
 /// How a failed attempt ends: retried later, or dead.
 #[derive(Debug, Clone, Copy)]
 pub enum Retry {
@@ -255,6 +266,8 @@ pub trait Store: Send + Sync + 'static {
     /// Wake these when another instance commits deliveries or events. A
     /// single-instance backend has nothing to listen to.
     fn listen(&self, _deliveries: Arc<tokio::sync::Notify>, _events: Arc<tokio::sync::Notify>) {}
+
+    async fn queue_stats(&self) -> StoreResult<QueueStats>;
 
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;

@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
-    Claimed, DeliveryRecord, DeliveryStatus, Inserted, NewEvent, NewRequest, Rejection,
+    Claimed, DeliveryRecord, DeliveryStatus, Inserted, NewEvent, NewRequest, QueueStats, Rejection,
     RejectionRecord, Retry, Store, StoreError, StoreResult, StoredEvent,
 };
 use crate::catalog::TypePattern;
@@ -452,6 +452,33 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        let by_status: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM deliveries WHERE status <> 'done' GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let oldest_waiting_ms: Option<i64> = sqlx::query_scalar(
+            "SELECT min(received_at) FROM deliveries \
+             WHERE status IN ('pending', 'failed', 'processing')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let sink_lag: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, (SELECT coalesce(max(seq), 0) FROM events) - cursor_seq FROM sinks",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(QueueStats {
+            by_status,
+            oldest_waiting_ms,
+            sink_lag,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -8,5 +8,6 @@ mod crash;
 mod fixtures;
 mod helpers;
 mod ingest;
+mod metrics;
 mod postgres;
 mod queue;

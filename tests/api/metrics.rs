@@ -1,0 +1,132 @@
+//! `/metrics`: Prometheus counters move as requests flow.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// The value of the first sample of `name` whose labels include all of
+/// `labels` (`key="value"` strings).
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|lab| l.contains(lab)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn metrics_count_requests_by_outcome(backend: Backend) {
+    // A source name no other test uses: the recorder is process-wide.
+    let name: &'static str =
+        Box::leak(format!("m{}", ulid::Ulid::new().to_string().to_lowercase()).into_boxed_str());
+    let app = spawn_app_with(Spawn {
+        backend,
+        sources: vec![SourceSpec {
+            name,
+            provider: "stripe",
+            secrets: vec!["whsec_metrics"],
+            on_schema_violation: hookgate::config::OnSchemaViolation::Quarantine,
+        }],
+        ..Spawn::default()
+    })
+    .await;
+    let req = |id: &str, secret: &str| {
+        let mut v = fixture("stripe", "invoice.paid");
+        set_pointer(&mut v, "/id", json!(id));
+        signed(
+            name,
+            "stripe",
+            secret,
+            &serde_json::to_vec(&v).unwrap(),
+            NOW,
+            id,
+        )
+    };
+    app.send_expect(&req("evt_m1", "whsec_metrics"), 200).await;
+    app.send_expect(&req("evt_m2", "whsec_metrics"), 200).await;
+    app.send_expect(&req("evt_m1", "whsec_metrics"), 200).await;
+    app.send_expect(&req("evt_m3", "whsec_wrong"), 401).await;
+
+    let scrape = || async {
+        let r = app
+            .client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    };
+    let text = scrape().await;
+    let src = format!("source=\"{name}\"");
+    let src = src.as_str();
+    assert_eq!(
+        sample(&text, "hookgate_requests_received_total", &[src]),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hookgate_deliveries_accepted_total", &[src]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "hookgate_deliveries_duplicate_total", &[src]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hookgate_requests_rejected_total",
+            &[src, "reason=\"invalid_signature\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hookgate_ingest_duration_seconds_count", &[src]),
+        Some(3.0)
+    );
+    // Two deliveries wait in this database before processing...
+    assert_eq!(
+        sample(&text, "hookgate_queue_depth", &["status=\"pending\""]),
+        Some(2.0)
+    );
+
+    app.drain().await;
+    let text = scrape().await;
+    assert_eq!(
+        sample(
+            &text,
+            "hookgate_processing_attempts_total",
+            &[src, "provider_event_type=\"invoice.paid\""]
+        ),
+        Some(2.0)
+    );
+    // ...and none after.
+    assert_eq!(
+        sample(&text, "hookgate_queue_depth", &["status=\"pending\""]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &text,
+            "hookgate_catalog_events_total",
+            &["type=\"invoice.paid\""]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    // Unknown sources are counted under one label, not their path segment.
+    let mut bogus = req("evt_m4", "whsec_metrics");
+    bogus.path = "/v1/webhooks/zz-made-up".into();
+    app.send_expect(&bogus, 404).await;
+    let text = scrape().await;
+    assert!(!text.contains("zz-made-up"));
+    assert!(sample(
+        &text,
+        "hookgate_requests_received_total",
+        &["source=\"unknown\""]
+    )
+    .is_some());
+}
+
+crate::backend_tests!(metrics_count_requests_by_outcome);
