@@ -371,4 +371,6 @@ pub fn sign(
 }
 
 #[cfg(test)]
+mod provider_vectors;
+#[cfg(test)]
 mod tests;
