@@ -81,20 +81,20 @@ pub enum KeyEncoding {
 const DEFAULT_TOLERANCE_SECS: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
+pub(super) enum Part {
     Literal(String),
     Body,
     Timestamp,
 }
 
-/// The parsed `content` template.
+/// The parsed `content` template; shared with the timestamped scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Template {
+pub(super) struct Template {
     parts: Vec<Part>,
 }
 
 impl Template {
-    fn parse(content: &str) -> Result<Template, KeyError> {
+    pub(super) fn parse(content: &str) -> Result<Template, KeyError> {
         let mut parts = Vec::new();
         let mut rest = content;
         while !rest.is_empty() {
@@ -131,12 +131,12 @@ impl Template {
         Ok(Template { parts })
     }
 
-    fn has(&self, part: &Part) -> bool {
+    pub(super) fn has(&self, part: &Part) -> bool {
         self.parts.contains(part)
     }
 
     /// The signed content as slices to feed to the MAC in order.
-    fn pieces<'a>(&'a self, body: &'a [u8], timestamp: &'a str) -> Vec<&'a [u8]> {
+    pub(super) fn pieces<'a>(&'a self, body: &'a [u8], timestamp: &'a str) -> Vec<&'a [u8]> {
         self.parts
             .iter()
             .map(|p| match p {
@@ -215,21 +215,7 @@ impl Compiled {
     }
 
     fn key(&self, index: usize, secret: &str) -> Result<MacKey, KeyError> {
-        let (expected, bytes) = match self.key_encoding {
-            KeyEncoding::Utf8 => ("HMAC secret", Some(secret.as_bytes().to_vec())),
-            KeyEncoding::Hex => ("hex HMAC key", hex::decode(secret).ok()),
-            KeyEncoding::Base64 => ("base64 HMAC key", wire::decode_base64(secret)),
-        };
-        let invalid = |reason| KeyError::InvalidSecret {
-            index,
-            expected,
-            reason,
-        };
-        let bytes = bytes.ok_or_else(|| invalid("it does not decode"))?;
-        if bytes.is_empty() {
-            return Err(invalid("it is empty"));
-        }
-        MacKey::new(self.algorithm, &bytes).map_err(|_| invalid("it cannot be used as an HMAC key"))
+        mac_key(self.algorithm, self.key_encoding, index, secret)
     }
 
     fn decode_signature(&self, encoded: &str) -> Option<Vec<u8>> {
@@ -274,6 +260,31 @@ impl Compiled {
         }
         out
     }
+}
+
+/// The HMAC key a configured secret stands for; errors name the secret by
+/// its 1-based `index` only. Shared with the timestamped scheme.
+pub(super) fn mac_key(
+    algorithm: HmacAlgorithm,
+    key_encoding: KeyEncoding,
+    index: usize,
+    secret: &str,
+) -> Result<MacKey, KeyError> {
+    let (expected, bytes) = match key_encoding {
+        KeyEncoding::Utf8 => ("HMAC secret", Some(secret.as_bytes().to_vec())),
+        KeyEncoding::Hex => ("hex HMAC key", hex::decode(secret).ok()),
+        KeyEncoding::Base64 => ("base64 HMAC key", wire::decode_base64(secret)),
+    };
+    let invalid = |reason| KeyError::InvalidSecret {
+        index,
+        expected,
+        reason,
+    };
+    let bytes = bytes.ok_or_else(|| invalid("it does not decode"))?;
+    if bytes.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    MacKey::new(algorithm, &bytes).map_err(|_| invalid("it cannot be used as an HMAC key"))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

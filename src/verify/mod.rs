@@ -14,11 +14,14 @@
 //! Submodules are referred to with relative paths only, so this directory
 //! also builds as a crate of its own.
 
+mod credentials;
 mod hmac;
 mod mac;
+mod none;
 mod path_token;
 mod standard_webhooks;
 mod stripe;
+mod timestamped;
 mod wire;
 
 use std::fmt;
@@ -26,10 +29,13 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use self::credentials::{BasicConfig, BearerConfig, HeaderTokenConfig};
 pub use self::hmac::{HmacAlgorithm, HmacConfig, KeyEncoding, SignatureEncoding};
+pub use self::none::NoneConfig;
 pub use self::path_token::PathTokenConfig;
 pub use self::standard_webhooks::StandardWebhooksConfig;
 pub use self::stripe::StripeConfig;
+pub use self::timestamped::TimestampedConfig;
 
 /// Case-insensitive header multimap built at the HTTP edge (values that are
 /// not valid UTF-8 are dropped by the caller).
@@ -90,7 +96,18 @@ pub enum SchemeConfig {
     Stripe(StripeConfig),
     StandardWebhooks(StandardWebhooksConfig),
     Hmac(HmacConfig),
+    /// A timestamp and signatures as `key=value` entries in one header
+    /// (Paddle's `ts=…;h1=…`).
+    TimestampedHmac(TimestampedConfig),
     PathToken(PathTokenConfig),
+    /// `Authorization: Basic`; each secret is `user:password`.
+    Basic(BasicConfig),
+    /// `Authorization: Bearer <secret>`.
+    Bearer(BearerConfig),
+    /// A named header carrying the secret verbatim.
+    HeaderToken(HeaderTokenConfig),
+    /// Explicitly no authentication: every request verifies.
+    None(NoneConfig),
 }
 
 impl SchemeConfig {
@@ -100,8 +117,49 @@ impl SchemeConfig {
             SchemeConfig::Stripe(_) => "stripe",
             SchemeConfig::StandardWebhooks(_) => "standard-webhooks",
             SchemeConfig::Hmac(_) => "hmac",
+            SchemeConfig::TimestampedHmac(_) => "timestamped-hmac",
             SchemeConfig::PathToken(_) => "path-token",
+            SchemeConfig::Basic(_) => "basic",
+            SchemeConfig::Bearer(_) => "bearer",
+            SchemeConfig::HeaderToken(_) => "header-token",
+            SchemeConfig::None(_) => "none",
         }
+    }
+
+    /// Whether a source of this scheme needs at least one secret (`none`
+    /// does not).
+    pub fn needs_secrets(&self) -> bool {
+        !matches!(self, SchemeConfig::None(_))
+    }
+
+    /// Whether the body is authenticated (a MAC or signature covers it).
+    /// The static-credential schemes, path tokens and `none` prove at most
+    /// who sent the request, not what it says.
+    pub fn authenticates_body(&self) -> bool {
+        matches!(
+            self,
+            SchemeConfig::Stripe(_)
+                | SchemeConfig::StandardWebhooks(_)
+                | SchemeConfig::Hmac(_)
+                | SchemeConfig::TimestampedHmac(_)
+        )
+    }
+
+    /// Headers (lower-cased) that carry a secret in clear under this
+    /// scheme: they must never be stored, logged or shown. `authorization`
+    /// for basic and bearer, the configured header for header-token.
+    pub fn secret_headers(&self) -> Vec<String> {
+        let kind = match self {
+            SchemeConfig::Basic(c) => credentials::Kind::basic(c),
+            SchemeConfig::Bearer(c) => credentials::Kind::bearer(c),
+            SchemeConfig::HeaderToken(c) => match credentials::Kind::header(c) {
+                Ok(kind) => kind,
+                // Not a valid header name: no request can carry it.
+                Err(_) => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
+        vec![credentials::secret_header(&kind).to_ascii_lowercase()]
     }
 }
 
@@ -186,25 +244,45 @@ enum Inner {
     Stripe(stripe::StripeVerifier),
     StandardWebhooks(standard_webhooks::StandardWebhooksVerifier),
     Hmac(hmac::HmacVerifier),
+    Timestamped(timestamped::TimestampedVerifier),
     PathToken(path_token::PathTokenVerifier),
+    Credentials(credentials::CredentialsVerifier),
+    None,
 }
 
 impl Verifier {
     pub fn new(scheme: &SchemeConfig, secrets: &[SecretString]) -> Result<Verifier, KeyError> {
+        if let SchemeConfig::None(_) = scheme {
+            return Ok(Verifier { inner: Inner::None });
+        }
         if secrets.is_empty() {
             return Err(KeyError::NoSecrets);
         }
         let secrets: Vec<&str> = secrets.iter().map(|s| s.expose_secret()).collect();
-        let inner = match scheme {
-            SchemeConfig::Stripe(c) => Inner::Stripe(stripe::StripeVerifier::new(c, &secrets)?),
-            SchemeConfig::StandardWebhooks(c) => Inner::StandardWebhooks(
-                standard_webhooks::StandardWebhooksVerifier::new(c, &secrets)?,
-            ),
-            SchemeConfig::Hmac(c) => Inner::Hmac(hmac::HmacVerifier::new(c, &secrets)?),
-            SchemeConfig::PathToken(c) => {
-                Inner::PathToken(path_token::PathTokenVerifier::new(c, &secrets)?)
-            }
-        };
+        let inner =
+            match scheme {
+                SchemeConfig::Stripe(c) => Inner::Stripe(stripe::StripeVerifier::new(c, &secrets)?),
+                SchemeConfig::StandardWebhooks(c) => Inner::StandardWebhooks(
+                    standard_webhooks::StandardWebhooksVerifier::new(c, &secrets)?,
+                ),
+                SchemeConfig::Hmac(c) => Inner::Hmac(hmac::HmacVerifier::new(c, &secrets)?),
+                SchemeConfig::TimestampedHmac(c) => {
+                    Inner::Timestamped(timestamped::TimestampedVerifier::new(c, &secrets)?)
+                }
+                SchemeConfig::PathToken(c) => {
+                    Inner::PathToken(path_token::PathTokenVerifier::new(c, &secrets)?)
+                }
+                SchemeConfig::Basic(c) => Inner::Credentials(
+                    credentials::CredentialsVerifier::new(credentials::Kind::basic(c), &secrets)?,
+                ),
+                SchemeConfig::Bearer(c) => Inner::Credentials(
+                    credentials::CredentialsVerifier::new(credentials::Kind::bearer(c), &secrets)?,
+                ),
+                SchemeConfig::HeaderToken(c) => Inner::Credentials(
+                    credentials::CredentialsVerifier::new(credentials::Kind::header(c)?, &secrets)?,
+                ),
+                SchemeConfig::None(_) => Inner::None,
+            };
         Ok(Verifier { inner })
     }
 
@@ -215,7 +293,10 @@ impl Verifier {
             Inner::Stripe(v) => v.verify(req, now_unix),
             Inner::StandardWebhooks(v) => v.verify(req, now_unix),
             Inner::Hmac(v) => v.verify(req, now_unix),
+            Inner::Timestamped(v) => v.verify(req, now_unix),
             Inner::PathToken(v) => v.verify(req),
+            Inner::Credentials(v) => v.verify(req),
+            Inner::None => none::verify(req),
         }
     }
 
@@ -225,7 +306,10 @@ impl Verifier {
             Inner::Stripe(_) => "stripe",
             Inner::StandardWebhooks(_) => "standard-webhooks",
             Inner::Hmac(_) => "hmac",
+            Inner::Timestamped(_) => "timestamped-hmac",
             Inner::PathToken(_) => "path-token",
+            Inner::Credentials(v) => v.scheme_name(),
+            Inner::None => "none",
         }
     }
 
@@ -234,7 +318,10 @@ impl Verifier {
             Inner::Stripe(v) => v.key_count(),
             Inner::StandardWebhooks(v) => v.key_count(),
             Inner::Hmac(v) => v.key_count(),
+            Inner::Timestamped(v) => v.key_count(),
             Inner::PathToken(v) => v.key_count(),
+            Inner::Credentials(v) => v.key_count(),
+            Inner::None => 0,
         }
     }
 }
@@ -258,7 +345,9 @@ pub struct SignedRequest {
 }
 
 /// Signs `body` the way a sender using `scheme` and `secret` would. `id` is
-/// used only by schemes that sign a message id (Standard Webhooks).
+/// used only by schemes that sign a message id (Standard Webhooks). For the
+/// static-credential schemes "signing" is attaching the credential; for
+/// `none` it adds nothing and `secret` is ignored.
 pub fn sign(
     scheme: &SchemeConfig,
     secret: &str,
@@ -272,9 +361,16 @@ pub fn sign(
             standard_webhooks::sign(c, secret, body, timestamp, id)
         }
         SchemeConfig::Hmac(c) => hmac::sign(c, secret, body, timestamp),
+        SchemeConfig::TimestampedHmac(c) => timestamped::sign(c, secret, body, timestamp),
         SchemeConfig::PathToken(c) => path_token::sign(c, secret),
+        SchemeConfig::Basic(c) => credentials::sign(credentials::Kind::basic(c), secret),
+        SchemeConfig::Bearer(c) => credentials::sign(credentials::Kind::bearer(c), secret),
+        SchemeConfig::HeaderToken(c) => credentials::sign(credentials::Kind::header(c)?, secret),
+        SchemeConfig::None(_) => Ok(none::sign()),
     }
 }
 
+#[cfg(test)]
+mod provider_vectors;
 #[cfg(test)]
 mod tests;

@@ -6,13 +6,14 @@
 //! `WebhookSignature._compute_signature` does `secret.encode("utf-8")`). Only
 //! `v1` entries count; `v0` and unknown schemes are ignored, as in the SDKs.
 //! Several `v1` entries arrive while Stripe rolls a secret. This file knows
-//! nothing about Stripe events, only about the header and the MAC.
+//! nothing about Stripe events, only about the header and the MAC; the
+//! header parsing is the parameterised `timestamped` scheme's.
 
 use serde::Deserialize;
 
-use super::hmac::HmacAlgorithm;
-use super::mac::{matches_any, MacKey};
-use super::wire::{self, MAX_SIGNATURES};
+use super::hmac::{HmacAlgorithm, KeyEncoding, SignatureEncoding};
+use super::mac::MacKey;
+use super::timestamped::{Compiled, TimestampedConfig};
 use super::{KeyError, RequestView, SignedRequest, Verified, VerifyError};
 
 /// `[signature] scheme = "stripe"`.
@@ -45,11 +46,28 @@ impl Default for StripeConfig {
     }
 }
 
+impl StripeConfig {
+    /// Stripe's header in the terms of the parameterised scheme:
+    /// `t=<unix>,v1=<hex>`, HMAC-SHA256 over `{t}.{body}`.
+    fn timestamped(&self) -> TimestampedConfig {
+        TimestampedConfig {
+            header: self.header.clone(),
+            separator: ",".to_owned(),
+            timestamp_key: "t".to_owned(),
+            signature_key: "v1".to_owned(),
+            content: "{timestamp}.{body}".to_owned(),
+            algorithm: HmacAlgorithm::Sha256,
+            encoding: SignatureEncoding::Hex,
+            key_encoding: KeyEncoding::Utf8,
+            tolerance_secs: self.tolerance_secs,
+        }
+    }
+}
+
 const SECRET_PREFIX: &str = "whsec_";
 
 pub(super) struct StripeVerifier {
-    header: String,
-    tolerance_secs: u64,
+    compiled: Compiled,
     keys: Vec<MacKey>,
 }
 
@@ -71,16 +89,13 @@ fn key(index: usize, secret: &str) -> Result<MacKey, KeyError> {
 
 impl StripeVerifier {
     pub(super) fn new(config: &StripeConfig, secrets: &[&str]) -> Result<Self, KeyError> {
+        let compiled = Compiled::new(&config.timestamped())?;
         let keys = secrets
             .iter()
             .enumerate()
             .map(|(i, s)| key(i + 1, s))
             .collect::<Result<_, _>>()?;
-        Ok(StripeVerifier {
-            header: config.header.clone(),
-            tolerance_secs: config.tolerance_secs,
-            keys,
-        })
+        Ok(StripeVerifier { compiled, keys })
     }
 
     pub(super) fn key_count(&self) -> usize {
@@ -88,54 +103,7 @@ impl StripeVerifier {
     }
 
     pub(super) fn verify(&self, req: &RequestView<'_>, now: i64) -> Result<Verified, VerifyError> {
-        let value = wire::required_header(req.headers, &self.header)?;
-        let (timestamp, signatures) = parse_header(value)?;
-        let t = timestamp.to_string();
-        let content: [&[u8]; 3] = [t.as_bytes(), b".", req.body];
-        // Every key is tried (no early exit) so timing does not tell which
-        // secret of a rotation matched.
-        let mut ok = false;
-        for key in &self.keys {
-            ok |= matches_any(&key.tag(&content), &signatures);
-        }
-        if !ok {
-            return Err(VerifyError::InvalidSignature);
-        }
-        // Checked only after the MAC, so this error means "authentic but
-        // stale or early", which is what an operator needs to know.
-        wire::check_tolerance(timestamp, now, self.tolerance_secs)?;
-        Ok(Verified::new(Some(timestamp)))
-    }
-}
-
-/// Splits `t=…,v1=…,v1=…`. A header without a usable `t` or without any `v1`
-/// is malformed. A repeated `t` is rejected rather than guessed at.
-fn parse_header(value: &str) -> Result<(i64, Vec<Vec<u8>>), VerifyError> {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for entry in value.split(',') {
-        let Some((key, val)) = entry.trim().split_once('=') else {
-            continue;
-        };
-        match key {
-            "t" => {
-                if timestamp.is_some() {
-                    return Err(VerifyError::InvalidSignature);
-                }
-                timestamp = Some(wire::parse_timestamp(val).ok_or(VerifyError::InvalidSignature)?);
-            }
-            "v1" if signatures.len() < MAX_SIGNATURES => {
-                // Not hex: cannot be a signature; skip it like the SDKs do.
-                if let Ok(bytes) = hex::decode(val) {
-                    signatures.push(bytes);
-                }
-            }
-            _ => {}
-        }
-    }
-    match timestamp {
-        Some(t) if !signatures.is_empty() => Ok((t, signatures)),
-        _ => Err(VerifyError::InvalidSignature),
+        self.compiled.verify(&self.keys, req, now)
     }
 }
 
@@ -146,18 +114,7 @@ pub(super) fn sign(
     timestamp: i64,
 ) -> Result<SignedRequest, KeyError> {
     let key = key(1, secret)?;
-    if timestamp < 0 {
-        return Err(KeyError::CannotSign("the timestamp must not be negative"));
-    }
-    let t = timestamp.to_string();
-    let tag = key.tag(&[t.as_bytes(), b".", body]);
-    Ok(SignedRequest {
-        headers: vec![(
-            config.header.clone(),
-            format!("t={t},v1={}", hex::encode(tag)),
-        )],
-        path_token: None,
-    })
+    Compiled::new(&config.timestamped())?.sign(&key, body, timestamp)
 }
 
 #[cfg(test)]
@@ -165,6 +122,7 @@ mod tests {
     use secrecy::SecretString;
     use serde::Deserialize;
 
+    use super::super::wire::{self, MAX_SIGNATURES};
     use super::super::{Headers, SchemeConfig, Verifier};
     use super::*;
 

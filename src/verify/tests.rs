@@ -8,12 +8,20 @@ use secrecy::SecretString;
 
 use super::hmac::tests::{pagerduty, slack};
 use super::standard_webhooks::tests::whsk;
+use super::timestamped::tests::paddle;
 use super::*;
 
 const STRIPE_SECRET: &str = "whsec_stripe0debug0secret0value";
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HMAC_SECRET: &str = "hmac-debug-secret-value";
 const TOKEN: &str = "path-token-debug-value";
+const BASIC: &str = "hookgate:basic-debug-password";
+
+fn cloudflare() -> SchemeConfig {
+    SchemeConfig::HeaderToken(HeaderTokenConfig {
+        header: "cf-webhook-auth".to_owned(),
+    })
+}
 
 /// One configuration per scheme (two for Standard Webhooks: HMAC and
 /// Ed25519), each with a secret that can sign.
@@ -46,7 +54,21 @@ fn schemes() -> Vec<(SchemeConfig, String)> {
             SchemeConfig::PathToken(PathTokenConfig {}),
             TOKEN.to_owned(),
         ),
+        (
+            SchemeConfig::TimestampedHmac(paddle()),
+            HMAC_SECRET.to_owned(),
+        ),
+        (SchemeConfig::Basic(BasicConfig {}), BASIC.to_owned()),
+        (SchemeConfig::Bearer(BearerConfig {}), TOKEN.to_owned()),
+        (cloudflare(), TOKEN.to_owned()),
+        (SchemeConfig::None(NoneConfig {}), String::new()),
     ]
+}
+
+/// Schemes under which the body is not authenticated: a changed body still
+/// verifies.
+fn body_unauthenticated(scheme: &SchemeConfig) -> bool {
+    !scheme.authenticates_body()
 }
 
 fn headers_of(signed: &SignedRequest) -> Headers {
@@ -94,6 +116,35 @@ fn scheme_config_deserializes_from_provider_toml() {
         parse("[signature]\nscheme = \"path-token\"").unwrap(),
         SchemeConfig::PathToken(PathTokenConfig {})
     );
+    assert_eq!(
+        parse("[signature]\nscheme = \"basic\"").unwrap(),
+        SchemeConfig::Basic(BasicConfig {})
+    );
+    assert_eq!(
+        parse("[signature]\nscheme = \"bearer\"").unwrap(),
+        SchemeConfig::Bearer(BearerConfig {})
+    );
+    assert_eq!(
+        parse("[signature]\nscheme = \"none\"").unwrap(),
+        SchemeConfig::None(NoneConfig {})
+    );
+    assert_eq!(
+        parse("[signature]\nscheme = \"header-token\"\nheader = \"cf-webhook-auth\"").unwrap(),
+        cloudflare()
+    );
+    let paddle_toml = r#"
+        [signature]
+        scheme = "timestamped-hmac"
+        header = "Paddle-Signature"
+        separator = ";"
+        timestamp_key = "ts"
+        signature_key = "h1"
+        content = "{timestamp}:{body}"
+    "#;
+    assert_eq!(
+        parse(paddle_toml).unwrap(),
+        SchemeConfig::TimestampedHmac(paddle())
+    );
     let slack_toml = r#"
         [signature]
         scheme = "hmac"
@@ -126,6 +177,10 @@ fn scheme_config_deserializes_from_provider_toml() {
         "[signature]\nscheme = \"stripe\"\ntolerance = 5",
         "[signature]\nscheme = \"path-token\"\ntoken = \"x\"",
         "[signature]\nscheme = \"hmac\"",
+        "[signature]\nscheme = \"header-token\"",
+        "[signature]\nscheme = \"none\"\nheader = \"x\"",
+        "[signature]\nscheme = \"basic\"\nuser = \"x\"",
+        "[signature]\nscheme = \"timestamped-hmac\"\nheader = \"x\"",
         "[signature]\nscheme = \"hmac\"\nheader = \"X\"\nalgorithm = \"md5\"",
         "[signature]\ntolerance_secs = 5",
     ] {
@@ -145,7 +200,12 @@ fn scheme_config_name_matches_the_toml_tag() {
             "hmac",
             "hmac",
             "hmac",
-            "path-token"
+            "path-token",
+            "timestamped-hmac",
+            "basic",
+            "bearer",
+            "header-token",
+            "none"
         ]
     );
 }
@@ -178,7 +238,7 @@ fn headers_lookup_is_case_insensitive_and_ordered() {
 
 #[test]
 fn verifier_without_secrets_is_a_key_error() {
-    for (scheme, _) in schemes() {
+    for (scheme, _) in schemes().into_iter().filter(|(s, _)| s.needs_secrets()) {
         assert_eq!(
             Verifier::new(&scheme, &[]).unwrap_err(),
             KeyError::NoSecrets
@@ -192,6 +252,9 @@ fn verifier_debug_contains_no_secret_material() {
         let v = Verifier::new(&scheme, &[SecretString::from(secret.clone())]).unwrap();
         let debug = format!("{v:?} {v:#?}");
         assert!(debug.contains(scheme.name()), "{debug}");
+        if secret.is_empty() {
+            continue;
+        }
         // The secret, its encoded body, and hex/base64 of its bytes.
         let body = secret.split_once('_').map_or(secret.as_str(), |(_, b)| b);
         let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body)
@@ -238,8 +301,17 @@ fn verify_with_a_different_secret_fails_for_every_scheme() {
         "another-secret",
         "b3RoZXIta2V5",
         "another-token",
+        "another-secret",
+        "hookgate:another-password",
+        "another-token",
+        "another-token",
     ];
-    for ((scheme, secret), other) in schemes().into_iter().zip(others) {
+    let schemes: Vec<_> = schemes()
+        .into_iter()
+        .filter(|(s, _)| s.needs_secrets())
+        .collect();
+    assert_eq!(schemes.len(), others.len());
+    for ((scheme, secret), other) in schemes.into_iter().zip(others) {
         let body = b"{}";
         let signed = sign(&scheme, &secret, body, 1_700_000_000, "msg_1").unwrap();
         let v = Verifier::new(&scheme, &[SecretString::from(other)]).unwrap();
@@ -279,8 +351,8 @@ proptest! {
             let now = timestamp + skew;
             let ok = verify_signed(&v, &signed, &body, now);
             prop_assert!(ok.is_ok(), "{}: {:?}", scheme.name(), ok);
-            if matches!(scheme, SchemeConfig::PathToken(_)) {
-                // The body is not authenticated by a path token.
+            if body_unauthenticated(&scheme) {
+                // A path token or a static credential does not cover the body.
                 continue;
             }
             if !body.is_empty() {
@@ -313,7 +385,9 @@ proptest! {
             let result = verify_signed(&v, &signed, b"{}", now);
             let timestamped = matches!(
                 scheme,
-                SchemeConfig::Stripe(_) | SchemeConfig::StandardWebhooks(_)
+                SchemeConfig::Stripe(_)
+                    | SchemeConfig::StandardWebhooks(_)
+                    | SchemeConfig::TimestampedHmac(_)
             ) || matches!(&scheme, SchemeConfig::Hmac(c) if c.timestamp_header.is_some());
             if timestamped {
                 prop_assert_eq!(result.unwrap_err(), VerifyError::TimestampOutOfTolerance);
@@ -333,6 +407,11 @@ fn arb_header_value() -> impl Strategy<Value = String> {
         Just("v1,".to_owned()),
         Just("v1a,".to_owned()),
         Just("v0=".to_owned()),
+        Just("ts=".to_owned()),
+        Just("h1=".to_owned()),
+        Just(";".to_owned()),
+        Just("Basic ".to_owned()),
+        Just("Bearer ".to_owned()),
         Just(",".to_owned()),
         Just(" ".to_owned()),
         Just("=".to_owned()),
@@ -365,6 +444,9 @@ proptest! {
             "webhook-signature",
             "X-PagerDuty-Signature",
             "X-Slack-Signature",
+            "Paddle-Signature",
+            "Authorization",
+            "cf-webhook-auth",
         ] {
             headers.push(name, &sig);
         }
@@ -376,7 +458,7 @@ proptest! {
             body: &body,
             path_token: token.as_deref(),
         };
-        for (scheme, secret) in schemes() {
+        for (scheme, secret) in schemes().into_iter().filter(|(s, _)| s.needs_secrets()) {
             let v = Verifier::new(&scheme, &[SecretString::from(secret)]).unwrap();
             // Random input must not verify; what matters is that it returns.
             prop_assert!(v.verify(&req, now).is_err());

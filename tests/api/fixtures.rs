@@ -13,6 +13,8 @@ fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static str {
     match scheme.name() {
         "standard-webhooks" => SW_SECRET,
         "stripe" => "whsec_fixture_secret",
+        // Basic auth secrets are `user:password`.
+        "basic" => "hookgate:fixture-secret",
         _ => "fixture-secret",
     }
 }
