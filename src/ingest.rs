@@ -76,7 +76,7 @@ pub fn build_sources(
                 })?,
             );
         }
-        if secrets.is_empty() {
+        if secrets.is_empty() && provider.scheme.needs_secrets() {
             return Err(SourceError {
                 field: format!("sources[{i}].secrets"),
                 message: format!(
@@ -85,6 +85,13 @@ pub fn build_sources(
                     provider.scheme.name()
                 ),
             });
+        }
+        if !provider.scheme.needs_secrets() {
+            tracing::warn!(
+                source = %s.name,
+                provider = %provider.name,
+                "source accepts requests without any authentication (scheme \"none\")"
+            );
         }
         let verifier = Verifier::new(&provider.scheme, &secrets).map_err(|e| match e {
             // A bad scheme parameter is the provider definition's fault.
@@ -286,7 +293,7 @@ impl Ingestor {
             provider: provider.name.clone(),
             received_at_ms: now_ms,
             remote_addr: inbound.remote_addr,
-            headers_json: stored_headers(&inbound.headers),
+            headers_json: stored_headers(&inbound.headers, &provider.scheme.secret_headers()),
             body: inbound.body.to_vec(),
             deliveries: extracted
                 .iter()
@@ -363,11 +370,14 @@ impl Ingestor {
     }
 }
 
-fn stored_headers(headers: &Headers) -> String {
+/// The headers kept for re-verification and inspection: everything but
+/// credentials (the fixed list, and any header the scheme carries a secret
+/// in, e.g. `cf-webhook-auth`).
+fn stored_headers(headers: &Headers, secret_headers: &[String]) -> String {
     let mut map: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for (name, value) in headers.iter() {
         let name = name.to_ascii_lowercase();
-        if !UNSTORED_HEADERS.contains(&name.as_str()) {
+        if !UNSTORED_HEADERS.contains(&name.as_str()) && !secret_headers.contains(&name) {
             map.entry(name).or_default().push(value);
         }
     }
