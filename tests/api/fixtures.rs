@@ -1,6 +1,8 @@
 //! Data-driven: every file in `providers/*/fixtures/` is signed the way its
-//! provider signs, sent through the real HTTP interface, processed, and the
-//! catalog events it produced are compared with `<name>.expected.json`.
+//! provider signs, sent through the real HTTP interface (with the headers of
+//! an optional `<name>.headers.json`, for senders that put the event type
+//! or id in headers), processed, and the catalog events it produced — one
+//! delivery per item for a batch — are compared with `<name>.expected.json`.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +46,9 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 let f = p.file_name().unwrap().to_string_lossy();
-                f.ends_with(".json") && !f.ends_with(".expected.json")
+                f.ends_with(".json")
+                    && !f.ends_with(".expected.json")
+                    && !f.ends_with(".headers.json")
             })
             .collect();
         files.sort();
@@ -71,7 +75,7 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
         )
         .unwrap();
         let scheme = scheme(provider);
-        let req = signed(
+        let mut req = signed(
             provider,
             provider,
             secret_for(&scheme),
@@ -79,6 +83,14 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
             NOW,
             &format!("msg_{}", stem.replace('.', "_")),
         );
+        // Headers the sender puts beside the body (event type, delivery id).
+        let headers_file = file.with_file_name(format!("{stem}.headers.json"));
+        if let Ok(bytes) = std::fs::read(&headers_file) {
+            let extra: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).unwrap();
+            for (k, v) in extra {
+                req = req.header(&k, v.as_str().unwrap());
+            }
+        }
         let reply = app.send(&req).await;
         assert_eq!(reply.status, 200, "{label}: {}", reply.json);
         assert_eq!(reply.json["status"], "accepted", "{label}: {}", reply.json);
@@ -97,18 +109,30 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
             "{label}: catalog events differ from {}",
             expected_file.display()
         );
-        if let Some(first) = new.first() {
-            assert_eq!(
-                first["provider_event_type"], expected["provider_event_type"],
-                "{label}"
-            );
+        // A batch reply lists one delivery per provider event.
+        let delivery_ids: Vec<&str> = match reply.json["deliveries"].as_array() {
+            Some(list) => list.iter().map(|d| d["id"].as_str().unwrap()).collect(),
+            None => vec![reply.json["id"].as_str().unwrap()],
+        };
+        let batch = reply.json["deliveries"].is_array();
+        if !batch {
+            if let Some(first) = new.first() {
+                assert_eq!(
+                    first["provider_event_type"], expected["provider_event_type"],
+                    "{label}"
+                );
+            }
         }
-        let delivery = app.delivery(reply.json["id"].as_str().unwrap()).await;
-        assert_eq!(delivery["status"], "done", "{label}");
-        assert_eq!(
-            delivery["provider_event_type"], expected["provider_event_type"],
-            "{label}"
-        );
+        for id in delivery_ids {
+            let delivery = app.delivery(id).await;
+            assert_eq!(delivery["status"], "done", "{label}");
+            if !batch {
+                assert_eq!(
+                    delivery["provider_event_type"], expected["provider_event_type"],
+                    "{label}"
+                );
+            }
+        }
         *per_provider.entry(provider.clone()).or_default() += 1;
     }
     for name in &names {
