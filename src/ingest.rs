@@ -211,6 +211,26 @@ impl Ingestor {
         self.sources.get(name)
     }
 
+    /// The injected clock's now, in unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        unix_ms(self.clock.now())
+    }
+
+    /// Wake this instance's workers (other instances hear the database).
+    pub fn wake_workers(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Re-check a stored (quarantined) payload against its source's current
+    /// provider schema: the violations that remain, empty when it now
+    /// passes.
+    pub fn revalidate(&self, source: &str, body: &[u8]) -> Result<Vec<Violation>, IngestError> {
+        let source = self.sources.get(source).ok_or(IngestError::UnknownSource)?;
+        let payload: Value = serde_json::from_slice(body)
+            .map_err(|e| IngestError::InvalidBody(format!("not JSON: {e}")))?;
+        Ok(source.provider.schema_violations(&payload))
+    }
+
     /// Checks that need no body: the source exists, the declared length is
     /// within its limit, the content type is one it accepts.
     pub fn preflight(

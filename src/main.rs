@@ -34,6 +34,14 @@ enum Command {
         #[arg(long, short, default_value = "hookgate.toml")]
         config: PathBuf,
     },
+    /// Process a done, failed or dead delivery again (a running gateway's
+    /// workers pick it up); catalog events are not duplicated.
+    Replay {
+        #[arg(long, short, default_value = "hookgate.toml")]
+        config: PathBuf,
+        /// The delivery id (dlv_…).
+        delivery: String,
+    },
     /// Print the headers a provider would send for a body (FILE or stdin),
     /// as JSON, or with --curl a ready curl command.
     Sign {
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
         Command::Migrate { config } => migrate(&config),
+        Command::Replay { config, delivery } => replay(&config, &delivery),
         Command::Sign {
             provider,
             secret,
@@ -146,6 +155,30 @@ fn migrate(config: &Path) -> anyhow::Result<()> {
         store.close().await;
         println!("ok: migrations applied to {}", settings.storage.url);
         Ok(())
+    })
+}
+
+fn replay(config: &Path, delivery: &str) -> anyhow::Result<()> {
+    use hookgate::store::{DeliveryStatus, Requeue};
+    let settings = load_settings(config)?;
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let store = hookgate::store::open(&settings.storage.url).await?;
+        let now = hookgate::clock::unix_ms(time::OffsetDateTime::now_utc());
+        let allowed = [
+            DeliveryStatus::Done,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Dead,
+        ];
+        let outcome = store.requeue(delivery, &allowed, now).await?;
+        store.close().await;
+        match outcome {
+            Requeue::Requeued => {
+                println!("ok: {delivery} is pending again");
+                Ok(())
+            }
+            Requeue::NotFound => anyhow::bail!("no delivery {delivery}"),
+            Requeue::Refused(s) => anyhow::bail!("a {} delivery can't be replayed", s.as_str()),
+        }
     })
 }
 

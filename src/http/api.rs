@@ -155,6 +155,102 @@ pub async fn get_delivery(
     }
 }
 
+/// `POST /v1/admin/deliveries/{id}/replay`: process a done, failed or dead
+/// delivery again from its stored raw bytes. Catalog event ids are
+/// deterministic, so a replay never duplicates an event downstream.
+pub async fn replay_delivery(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let now = state.ingestor.now_ms();
+    let allowed = [
+        DeliveryStatus::Done,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Dead,
+    ];
+    requeued(
+        &state,
+        &id,
+        state.store.requeue(&id, &allowed, now).await?,
+        "replayed",
+    )
+}
+
+/// `POST /v1/admin/deliveries/{id}/release`: a quarantined delivery is
+/// re-validated against the provider's current schema and, if it passes,
+/// processed; otherwise 422 with what still fails.
+pub async fn release_delivery(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let delivery = state
+        .store
+        .get_delivery(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such delivery".into()))?;
+    if delivery.status != DeliveryStatus::Quarantined {
+        return Err(ApiError::Conflict(format!(
+            "only quarantined deliveries are released; this one is {}",
+            delivery.status.as_str()
+        )));
+    }
+    let (body, _) = state
+        .store
+        .delivery_body(&id)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("the raw body is no longer kept".into()))?;
+    let violations = state
+        .ingestor
+        .revalidate(&delivery.source, &body)
+        .map_err(|e| match e {
+            crate::ingest::IngestError::UnknownSource => ApiError::Conflict(format!(
+                "source {:?} is no longer configured",
+                delivery.source
+            )),
+            other => ApiError::Ingest(other),
+        })?;
+    if !violations.is_empty() {
+        return Err(ApiError::Ingest(
+            crate::ingest::IngestError::SchemaViolation(violations),
+        ));
+    }
+    let now = state.ingestor.now_ms();
+    let outcome = state
+        .store
+        .requeue(&id, &[DeliveryStatus::Quarantined], now)
+        .await?;
+    requeued(&state, &id, outcome, "released")
+}
+
+fn requeued(
+    state: &AppState,
+    id: &str,
+    outcome: crate::store::Requeue,
+    verb: &str,
+) -> Result<HttpResponse, ApiError> {
+    use crate::store::Requeue;
+    match outcome {
+        Requeue::Requeued => {
+            state.ingestor.wake_workers();
+            tracing::info!(
+                delivery_id = id,
+                action = verb,
+                "delivery requeued by an operator"
+            );
+            Ok(HttpResponse::Accepted().json(json!({ "id": id, "status": "pending" })))
+        }
+        Requeue::NotFound => Err(ApiError::NotFound("no such delivery".into())),
+        Requeue::Refused(status) => Err(ApiError::Conflict(format!(
+            "a {} delivery can't be {verb}",
+            status.as_str()
+        ))),
+    }
+}
+
 pub async fn list_rejections(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -183,7 +279,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 .unwrap_or(0);
             let _ = writeln!(text, "{}{{status=\"{status}\"}} {n}", m::QUEUE_DEPTH);
         }
-        let now = crate::clock::unix_ms(time::OffsetDateTime::now_utc());
+        let now = state.ingestor.now_ms();
         let age = stats
             .oldest_waiting_ms
             .map(|t| (now - t).max(0) as f64 / 1000.0)

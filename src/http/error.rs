@@ -21,6 +21,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
     #[error("storage is unavailable, retry later")]
     Unavailable(#[from] StoreError),
 }
@@ -36,6 +38,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -57,6 +60,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

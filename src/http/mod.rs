@@ -52,6 +52,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/v1/admin/deliveries/{id}",
         web::get().to(api::get_delivery),
     )
+    .route(
+        "/v1/admin/deliveries/{id}/replay",
+        web::post().to(api::replay_delivery),
+    )
+    .route(
+        "/v1/admin/deliveries/{id}/release",
+        web::post().to(api::release_delivery),
+    )
     .route("/v1/admin/rejections", web::get().to(api::list_rejections))
     .route("/metrics", web::get().to(api::metrics))
     .route("/healthz", web::get().to(api::healthz))

@@ -159,6 +159,17 @@ mod tests {
         async fn release_sink(&self, a: &str, b: &str) -> StoreResult<()> {
             self.inner.release_sink(a, b).await
         }
+        async fn requeue(
+            &self,
+            a: &str,
+            b: &[DeliveryStatus],
+            c: i64,
+        ) -> StoreResult<super::super::Requeue> {
+            self.inner.requeue(a, b, c).await
+        }
+        async fn delivery_body(&self, a: &str) -> StoreResult<Option<(Vec<u8>, Option<i64>)>> {
+            self.inner.delivery_body(a).await
+        }
         async fn queue_stats(&self) -> StoreResult<super::super::QueueStats> {
             self.inner.queue_stats().await
         }

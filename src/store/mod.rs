@@ -165,6 +165,15 @@ pub struct QueueStats {
     pub sink_lag: Vec<(String, i64)>,
 }
 
+/// What a request to process a delivery again found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    Requeued,
+    NotFound,
+    /// Its status does not allow it (e.g. it is being processed).
+    Refused(DeliveryStatus),
+}
+
 /// How a failed attempt ends: retried later, or dead.
 #[derive(Debug, Clone, Copy)]
 pub enum Retry {
@@ -268,6 +277,19 @@ pub trait Store: Send + Sync + 'static {
     fn listen(&self, _deliveries: Arc<tokio::sync::Notify>, _events: Arc<tokio::sync::Notify>) {}
 
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
+
+    /// Make a delivery whose status is one of `allowed` pending again, with
+    /// a fresh attempt budget (replay, quarantine release). Catalog event
+    /// ids are deterministic, so processing it again adds no duplicate.
+    async fn requeue(
+        &self,
+        id: &str,
+        allowed: &[DeliveryStatus],
+        now_ms: i64,
+    ) -> StoreResult<Requeue>;
+
+    /// The raw body a delivery arrived in, and its batch item index.
+    async fn delivery_body(&self, id: &str) -> StoreResult<Option<(Vec<u8>, Option<i64>)>>;
 
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;

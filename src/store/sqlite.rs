@@ -12,7 +12,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{
     Claimed, DeliveryRecord, DeliveryStatus, Inserted, NewEvent, NewRequest, QueueStats, Rejection,
-    RejectionRecord, Retry, Store, StoreError, StoreResult, StoredEvent,
+    RejectionRecord, Requeue, Retry, Store, StoreError, StoreResult, StoredEvent,
 };
 use crate::catalog::TypePattern;
 
@@ -479,6 +479,56 @@ impl Store for SqliteStore {
             oldest_waiting_ms,
             sink_lag,
         })
+    }
+
+    async fn requeue(
+        &self,
+        id: &str,
+        allowed: &[DeliveryStatus],
+        now_ms: i64,
+    ) -> StoreResult<Requeue> {
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM deliveries WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        let Some(current) = current else {
+            return Ok(Requeue::NotFound);
+        };
+        let status = DeliveryStatus::parse(&current)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {current:?}")))?;
+        if !allowed.contains(&status) {
+            return Ok(Requeue::Refused(status));
+        }
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1, \
+             lease_until = NULL, last_error = NULL, updated_at = ?1 \
+             WHERE id = ?2 AND status = ?3",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .bind(&current)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if done.rows_affected() == 0 {
+            // It changed status between the two statements (a worker took it).
+            return Ok(Requeue::Refused(DeliveryStatus::Processing));
+        }
+        Ok(Requeue::Requeued)
+    }
+
+    async fn delivery_body(&self, id: &str) -> StoreResult<Option<(Vec<u8>, Option<i64>)>> {
+        let row: Option<(Vec<u8>, Option<i64>)> = sqlx::query_as(
+            "SELECT r.body, d.item_index FROM deliveries d \
+             JOIN requests r ON r.id = d.request_id WHERE d.id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(row)
     }
 
     async fn ping(&self) -> StoreResult<()> {
