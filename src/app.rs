@@ -168,6 +168,14 @@ impl Application {
             store: store.clone(),
             catalog,
             api_tokens,
+            trusted_proxies: crate::config::parse_networks(
+                &settings.server.trusted_proxies,
+                "server.trusted_proxies",
+            )
+            .map_err(|e| SourceError {
+                field: "server.trusted_proxies".into(),
+                message: e.to_string(),
+            })?,
         });
         let listener =
             TcpListener::bind(&settings.server.listen).map_err(|source| StartupError::Listen {

@@ -93,6 +93,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// actix-web worker threads; 0 = one per core.
     pub http_workers: usize,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed when finding a
+    /// sender's address for `allow_ips`; empty = use the peer address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -101,6 +104,7 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 1024 * 1024,
             http_workers: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -231,6 +235,25 @@ pub struct SourceSettings {
     /// Overrides `server.max_body_bytes` for this source.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Sender addresses (CIDRs or single addresses) allowed to call this
+    /// source; empty = any. Refused with 403 before the body is read.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+}
+
+/// Parse CIDRs (`10.0.0.0/8`) and single addresses (`192.0.2.7`).
+pub fn parse_networks(list: &[String], field: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    field: format!("{field}[{i}]"),
+                    message: format!("{s:?} is not an IP address or CIDR"),
+                })
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +331,10 @@ impl Settings {
                     message: format!("source {:?} is defined twice", source.name),
                 });
             }
+        }
+        parse_networks(&self.server.trusted_proxies, "server.trusted_proxies")?;
+        for (i, source) in self.sources.iter().enumerate() {
+            parse_networks(&source.allow_ips, &format!("sources[{i}].allow_ips"))?;
         }
         if self.queue.max_attempts == 0 {
             return Err(ConfigError::Invalid {

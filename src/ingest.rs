@@ -27,6 +27,8 @@ pub struct Source {
     pub verifier: Verifier,
     pub on_schema_violation: OnSchemaViolation,
     pub max_body_bytes: usize,
+    /// Empty = any sender address.
+    pub allow_ips: Vec<ipnet::IpNet>,
 }
 
 impl std::fmt::Debug for Source {
@@ -115,6 +117,14 @@ pub fn build_sources(
                 verifier,
                 on_schema_violation: s.on_schema_violation,
                 max_body_bytes: s.max_body_bytes.unwrap_or(settings.server.max_body_bytes),
+                allow_ips: crate::config::parse_networks(
+                    &s.allow_ips,
+                    &format!("sources[{i}].allow_ips"),
+                )
+                .map_err(|e| SourceError {
+                    field: format!("sources[{i}].allow_ips"),
+                    message: e.to_string(),
+                })?,
             }),
         );
     }
@@ -125,6 +135,8 @@ pub fn build_sources(
 pub enum IngestError {
     #[error("no source is configured under this name")]
     UnknownSource,
+    #[error("this source does not accept requests from this address")]
+    ForbiddenAddress,
     #[error("the body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("this source accepts {expected}")]
@@ -144,6 +156,7 @@ impl IngestError {
     pub fn code(&self) -> &'static str {
         match self {
             IngestError::UnknownSource => "unknown_source",
+            IngestError::ForbiddenAddress => "forbidden_address",
             IngestError::PayloadTooLarge { .. } => "payload_too_large",
             IngestError::UnsupportedMediaType { .. } => "unsupported_media_type",
             IngestError::Verify(v) => v.code(),
@@ -231,15 +244,22 @@ impl Ingestor {
         Ok(source.provider.schema_violations(&payload))
     }
 
-    /// Checks that need no body: the source exists, the declared length is
-    /// within its limit, the content type is one it accepts.
+    /// Checks that need no body: the source exists, the sender's address is
+    /// allowed, the declared length is within its limit, the content type
+    /// is one it accepts.
     pub fn preflight(
         &self,
         name: &str,
+        client: Option<std::net::IpAddr>,
         content_type: Option<&str>,
         content_length: Option<u64>,
     ) -> Result<Arc<Source>, IngestError> {
         let source = self.sources.get(name).ok_or(IngestError::UnknownSource)?;
+        if !source.allow_ips.is_empty()
+            && !client.is_some_and(|ip| source.allow_ips.iter().any(|n| n.contains(&ip)))
+        {
+            return Err(IngestError::ForbiddenAddress);
+        }
         if content_length.is_some_and(|n| n > source.max_body_bytes as u64) {
             return Err(IngestError::PayloadTooLarge {
                 limit: source.max_body_bytes,

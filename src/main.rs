@@ -132,6 +132,11 @@ fn serve(config: &Path) -> anyhow::Result<()> {
 
 fn check(config: &Path) -> anyhow::Result<()> {
     let settings = load_settings(config)?;
+    // Warnings (literal secrets, unauthenticated sources) go to stderr.
+    telemetry::init(&hookgate::config::LogSettings {
+        level: "warn".into(),
+        ..settings.log.clone()
+    });
     let loaded = app::load_definitions(&settings, &ProcessEnv)?;
     println!(
         "ok: {} catalog types, {} providers ({}), {} sources",

@@ -49,6 +49,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Ingest(e) => match e {
                 IngestError::UnknownSource => StatusCode::NOT_FOUND,
+                IngestError::ForbiddenAddress => StatusCode::FORBIDDEN,
                 IngestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 IngestError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 IngestError::Verify(_) => StatusCode::UNAUTHORIZED,

@@ -2,6 +2,8 @@
 //! source's limit, hand it to the ingest pipeline, answer per the contract.
 //! Every refusal is audited (without the body) before it is answered.
 
+use std::net::IpAddr;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -42,7 +44,8 @@ async fn handle(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    let remote = req.peer_addr().map(|a| a.ip().to_string());
+    let client = client_ip(&req, &state.trusted_proxies);
+    let remote = client.map(|ip| ip.to_string());
     // Only configured names become label values.
     let label = match state.ingestor.source(&source_name) {
         Some(s) => s.name.clone(),
@@ -50,9 +53,16 @@ async fn handle(
     };
     metrics::counter!(m::RECEIVED, "source" => label.clone()).increment(1);
     let span = tracing::info_span!("ingress", source = %source_name);
-    let result = run(&req, &source_name, token.as_deref(), payload, &state)
-        .instrument(span)
-        .await;
+    let result = run(
+        &req,
+        client,
+        &source_name,
+        token.as_deref(),
+        payload,
+        &state,
+    )
+    .instrument(span)
+    .await;
     match result {
         Ok(outcome) => {
             let (deliveries, quarantined) = match &outcome {
@@ -82,6 +92,7 @@ async fn handle(
 
 async fn run(
     req: &HttpRequest,
+    client: Option<IpAddr>,
     source_name: &str,
     token: Option<&str>,
     payload: web::Payload,
@@ -98,7 +109,7 @@ async fn run(
         .and_then(|v| v.parse::<u64>().ok());
     let source = state
         .ingestor
-        .preflight(source_name, content_type, content_length)?;
+        .preflight(source_name, client, content_type, content_length)?;
     // A token segment only exists for sources that authenticate by it (one
     // that does, called without it, fails verification as unsigned).
     if token.is_some() && !uses_path_token(&source) {
@@ -115,9 +126,38 @@ async fn run(
         headers,
         body: &body,
         path_token: token,
-        remote_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        remote_addr: client.map(|ip| ip.to_string()),
     };
     state.ingestor.ingest(&source, inbound).await
+}
+
+/// The sender's address: the peer, or — when the peer is a trusted proxy —
+/// the right-most `X-Forwarded-For` entry that isn't one (entries further
+/// left are the client's own claims and can be forged).
+fn client_ip(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in req.headers().get_all("x-forwarded-for") {
+        let Ok(v) = value.to_str() else {
+            return Some(peer);
+        };
+        for part in v.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip),
+                Err(_) => return Some(peer),
+            }
+        }
+    }
+    Some(
+        hops.into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
 }
 
 fn uses_path_token(source: &Source) -> bool {

@@ -23,6 +23,8 @@ pub struct AppState {
     pub store: DynStore,
     pub catalog: Arc<Catalog>,
     pub api_tokens: Vec<SecretString>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

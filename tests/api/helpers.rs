@@ -235,6 +235,7 @@ pub fn settings_for(dir: &Path, db_url: &str, spawn: &Spawn) -> Settings {
             secrets: s.secrets.iter().map(|x| x.to_string()).collect(),
             on_schema_violation: s.on_schema_violation,
             max_body_bytes: None,
+            allow_ips: Vec::new(),
         })
         .collect();
     settings

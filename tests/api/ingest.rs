@@ -490,6 +490,7 @@ async fn ingest_errors_never_echo_signatures(backend: Backend) {
 }
 
 crate::backend_tests!(
+    ingest_allow_ips_refuses_other_senders,
     ingest_valid_request_becomes_a_catalog_event,
     ingest_tampered_body_is_401,
     ingest_wrong_secret_is_401_and_recorded,
@@ -509,3 +510,48 @@ crate::backend_tests!(
     ingest_svix_headers_are_accepted,
     ingest_errors_never_echo_signatures
 );
+
+async fn ingest_allow_ips_refuses_other_senders(backend: Backend) {
+    let spawn = |trusted: Vec<String>| {
+        spawn_app_configured(
+            Spawn {
+                backend,
+                ..Spawn::default()
+            },
+            move |s| {
+                s.server.trusted_proxies = trusted;
+                for src in &mut s.sources {
+                    src.allow_ips = vec!["10.1.2.0/24".into(), "192.0.2.9".into()];
+                }
+            },
+        )
+    };
+    let case = &cases()[0];
+    // Direct from 127.0.0.1, not in the list; a forged X-Forwarded-For is
+    // not believed without a trusted proxy.
+    let app = spawn(vec![]).await;
+    for xff in [None, Some("10.1.2.3")] {
+        let mut req = case.request(&unique(case, "ip"));
+        if let Some(x) = xff {
+            req = req.header("x-forwarded-for", x);
+        }
+        let reply = app.send(&req).await;
+        assert_eq!(reply.status, 403, "{xff:?}: {}", reply.json);
+        assert_eq!(reply.code(), "forbidden_address");
+    }
+    // Behind a trusted proxy (127.0.0.1), the right-most untrusted hop counts.
+    let app = spawn(vec!["127.0.0.1/32".into()]).await;
+    for (xff, status) in [
+        ("10.1.2.3", 200),
+        ("192.0.2.9", 200),
+        ("10.1.2.3, 198.51.100.7", 403),
+        ("198.51.100.7, 10.1.2.3", 200),
+        ("not-an-ip", 403),
+    ] {
+        let req = case
+            .request(&unique(case, "ip"))
+            .header("x-forwarded-for", xff);
+        let reply = app.send(&req).await;
+        assert_eq!(reply.status, status, "{xff}: {}", reply.json);
+    }
+}
