@@ -1,6 +1,7 @@
 //! One integration test binary: the real application on a random port with
 //! a fresh SQLite database per test, driven over HTTP.
 
+mod bench;
 mod cli;
 mod consumer;
 mod crash;
