@@ -89,6 +89,9 @@ pub struct BenchArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Keep the stages' configs, databases and logs (the path is printed).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `hookgate bench-server` options (internal: started by `hookgate bench`).
@@ -556,13 +559,18 @@ async fn run_all(args: &BenchArgs) -> anyhow::Result<Report> {
             r.ratio_to_ceiling = Some(r.ok_per_sec / ceiling);
         }
     }
+    let body_bytes = harness.factory_body_len()?;
+    let (http_workers, queue_workers) = (harness.http_workers, harness.queue_workers);
+    if args.keep {
+        eprintln!("bench: stage files kept in {}", harness.keep().display());
+    }
     Ok(Report {
         machine: machine(),
         scheme: args.scheme,
-        body_bytes: harness.factory_body_len()?,
+        body_bytes,
         duplicate_share: args.duplicates,
-        http_workers: harness.http_workers,
-        queue_workers: harness.queue_workers,
+        http_workers,
+        queue_workers,
         client_threads: args.client_threads,
         duration_secs: args.requests.is_none().then_some(args.duration),
         requests_per_stage: args.requests,
@@ -573,6 +581,11 @@ async fn run_all(args: &BenchArgs) -> anyhow::Result<Report> {
 }
 
 impl Harness {
+    /// Keep the stage directories (configs, databases, logs) after the run.
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+
     /// The size of a generated body, as sent.
     pub fn factory_body_len(&self) -> anyhow::Result<usize> {
         let scheme = crate::providers::load_scheme(&self.providers, self.scheme.provider())?;
