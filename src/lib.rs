@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of modules and their invariants.
 
 pub mod app;
+pub mod bench;
 pub mod bus;
 pub mod catalog;
 pub mod clock;

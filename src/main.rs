@@ -69,6 +69,12 @@ enum Command {
         /// The body to sign; stdin when absent.
         file: Option<PathBuf>,
     },
+    /// Load-test the gateway against a bare HTTP server in the same run
+    /// (see the README's Performance section).
+    Bench(hookgate::bench::BenchArgs),
+    /// A comparison server for `hookgate bench` (internal).
+    #[command(hide = true)]
+    BenchServer(hookgate::bench::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +103,8 @@ fn main() -> ExitCode {
             curl,
             file,
         }),
+        Command::Bench(args) => hookgate::bench::main(args),
+        Command::BenchServer(args) => hookgate::bench::serve_main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

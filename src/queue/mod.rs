@@ -17,6 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::catalog::{Catalog, CatalogEvent};
 use crate::clock::{from_unix_ms, rfc3339, unix_ms, Clock};
@@ -93,7 +94,15 @@ impl Processor {
             delivery_id = %d.id,
             attempt = d.attempts,
         );
-        let _enter = span.enter();
+        // `instrument`, never `span.enter()`: an entered guard held across
+        // an `.await` leaves the span "current" on a thread that goes on to
+        // poll other tasks, and once the span closes, tracing-subscriber
+        // panics in whatever task clones the current span next (sqlx's
+        // `begin` does) — the group-commit writer among them.
+        self.process_in_span(d).instrument(span).await
+    }
+
+    async fn process_in_span(&self, d: Claimed) -> StoreResult<()> {
         let now_ms = unix_ms(self.clock.now());
         let labels = [
             ("source", d.source.clone()),

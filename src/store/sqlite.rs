@@ -18,6 +18,11 @@ use crate::catalog::TypePattern;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer. Writers queue here, in process, instead of
+    /// on SQLite's busy handler, which sleeps in steps of up to 100 ms and
+    /// turned every collision between the group commit and the queue's
+    /// transactions into a latency spike.
+    write: tokio::sync::Mutex<()>,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -48,7 +53,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            write: tokio::sync::Mutex::new(()),
+        })
     }
 }
 
@@ -76,6 +84,7 @@ fn delivery_record(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DeliveryRecord>
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>> {
+        let _writer = self.write.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -170,6 +179,7 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<Claimed>> {
+        let _writer = self.write.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -226,6 +236,7 @@ impl Store for SqliteStore {
         events: &[NewEvent],
         now_ms: i64,
     ) -> StoreResult<()> {
+        let _writer = self.write.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -269,6 +280,7 @@ impl Store for SqliteStore {
             Retry::At(at) => ("failed", at),
             Retry::Dead => ("dead", now_ms),
         };
+        let _writer = self.write.lock().await;
         sqlx::query(
             "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_until = NULL, \
              last_error = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
@@ -299,6 +311,7 @@ impl Store for SqliteStore {
                 .push_bind(&r.remote_addr)
                 .push_bind(r.received_at_ms);
         });
+        let _writer = self.write.lock().await;
         qb.build().execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
     }
@@ -397,6 +410,7 @@ impl Store for SqliteStore {
         // Processing twice is harmless (catalog event ids are
         // deterministic), so releasing is safe even if another process
         // shares the file.
+        let _writer = self.write.lock().await;
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', lease_until = NULL, updated_at = ? \
              WHERE status = 'processing'",

@@ -2,6 +2,7 @@
 //! a fresh SQLite database per test, driven over HTTP.
 
 mod admin;
+mod bench;
 mod bus;
 mod cli;
 mod consumer;
