@@ -67,8 +67,19 @@ impl Processor {
             .claim(now_ms, lease_until, self.settings.batch.max(1) as u32)
             .await?;
         let n = claimed.len();
+        let mut done = Vec::with_capacity(n);
         for delivery in claimed {
-            self.process_one(delivery).await?;
+            if let Some(ok) = self.process_one(delivery).await? {
+                done.push(ok);
+            }
+        }
+        // One commit for the batch's successes.
+        let produced = done.iter().any(|(_, events)| !events.is_empty());
+        self.store
+            .complete_many(&done, unix_ms(self.clock.now()))
+            .await?;
+        if produced {
+            self.events_wake.notify_waiters();
         }
         Ok(n)
     }
@@ -85,7 +96,9 @@ impl Processor {
         }
     }
 
-    async fn process_one(&self, d: Claimed) -> StoreResult<()> {
+    /// Normalize one delivery: its catalog events to commit with the batch,
+    /// or `None` when it failed (recorded here, with its retry).
+    async fn process_one(&self, d: Claimed) -> StoreResult<Option<(String, Vec<NewEvent>)>> {
         let span = tracing::info_span!(
             "process",
             source = %d.source,
@@ -102,7 +115,7 @@ impl Processor {
         self.process_in_span(d).instrument(span).await
     }
 
-    async fn process_in_span(&self, d: Claimed) -> StoreResult<()> {
+    async fn process_in_span(&self, d: Claimed) -> StoreResult<Option<(String, Vec<NewEvent>)>> {
         let now_ms = unix_ms(self.clock.now());
         let labels = [
             ("source", d.source.clone()),
@@ -122,18 +135,15 @@ impl Processor {
                 if count == 0 {
                     metrics::counter!(m::UNMAPPED, "source" => d.source.clone()).increment(1);
                 }
-                self.store.complete(&d.id, &events, now_ms).await?;
-                if count > 0 {
-                    self.events_wake.notify_waiters();
-                }
                 if count == 0 {
                     tracing::info!(
                         provider_event_type = d.provider_event_type.as_deref().unwrap_or("-"),
                         "no mapping for this provider event type; done with no catalog event"
                     );
                 } else {
-                    tracing::info!(count, "delivery processed");
+                    tracing::info!(count, "delivery normalized; commits with its batch");
                 }
+                Ok(Some((d.id, events)))
             }
             Err(error) => {
                 let retry = if d.attempts >= self.settings.max_attempts {
@@ -147,9 +157,9 @@ impl Processor {
                     metrics::counter!(m::DEAD, "source" => d.source.clone()).increment(1);
                 }
                 self.store.fail(&d.id, &error, retry, now_ms).await?;
+                Ok(None)
             }
         }
-        Ok(())
     }
 
     /// Exponential backoff with jitter: the n-th retry waits a random time

@@ -113,8 +113,12 @@ mod tests {
         async fn claim(&self, a: i64, b: i64, c: u32) -> StoreResult<Vec<super::super::Claimed>> {
             self.inner.claim(a, b, c).await
         }
-        async fn complete(&self, a: &str, b: &[super::super::NewEvent], c: i64) -> StoreResult<()> {
-            self.inner.complete(a, b, c).await
+        async fn complete_many(
+            &self,
+            a: &[(String, Vec<super::super::NewEvent>)],
+            b: i64,
+        ) -> StoreResult<()> {
+            self.inner.complete_many(a, b).await
         }
         async fn fail(&self, a: &str, b: &str, c: super::super::Retry, d: i64) -> StoreResult<()> {
             self.inner.fail(a, b, c, d).await

@@ -215,7 +215,15 @@ pub trait Store: Send + Sync + 'static {
         delivery_id: &str,
         events: &[NewEvent],
         now_ms: i64,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.complete_many(&[(delivery_id.to_string(), events.to_vec())], now_ms)
+            .await
+    }
+
+    /// `complete` for several deliveries in ONE transaction: a worker's
+    /// whole claimed batch costs one commit.
+    async fn complete_many(&self, done: &[(String, Vec<NewEvent>)], now_ms: i64)
+        -> StoreResult<()>;
 
     /// Record a failed attempt.
     async fn fail(

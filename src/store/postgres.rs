@@ -377,27 +377,32 @@ impl Store for PgStore {
         Ok(claimed)
     }
 
-    async fn complete(
+    async fn complete_many(
         &self,
-        delivery_id: &str,
-        events: &[NewEvent],
+        done: &[(String, Vec<NewEvent>)],
         now_ms: i64,
     ) -> StoreResult<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // The status first: a row lock on the delivery, then the sequence
-        // lock, always in this order.
+        // The statuses first: row locks on the deliveries, then the
+        // sequence lock, always in this order.
+        let ids: Vec<&str> = done.iter().map(|(id, _)| id.as_str()).collect();
         sqlx::query(
             "UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
-             updated_at = $1 WHERE id = $2",
+             updated_at = $1 WHERE id = ANY($2)",
         )
         .bind(now_ms)
-        .bind(delivery_id)
+        .bind(&ids)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        insert_events(&mut tx, delivery_id, events, now_ms)
-            .await
-            .map_err(unavailable)?;
+        for (delivery_id, events) in done {
+            insert_events(&mut tx, delivery_id, events, now_ms)
+                .await
+                .map_err(unavailable)?;
+        }
         tx.commit().await.map_err(unavailable)
     }
 

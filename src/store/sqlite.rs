@@ -230,42 +230,46 @@ impl Store for SqliteStore {
         Ok(claimed)
     }
 
-    async fn complete(
+    async fn complete_many(
         &self,
-        delivery_id: &str,
-        events: &[NewEvent],
+        done: &[(String, Vec<NewEvent>)],
         now_ms: i64,
     ) -> StoreResult<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
         let _writer = self.write.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
-        for e in events {
+        for (delivery_id, events) in done {
+            for e in events {
+                sqlx::query(
+                    "INSERT INTO events (id, type, source, delivery_id, created_at, payload) \
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&e.id)
+                .bind(&e.event_type)
+                .bind(&e.source)
+                .bind(delivery_id)
+                .bind(now_ms)
+                .bind(&e.payload_json)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
             sqlx::query(
-                "INSERT INTO events (id, type, source, delivery_id, created_at, payload) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                "UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
+                 updated_at = ? WHERE id = ?",
             )
-            .bind(&e.id)
-            .bind(&e.event_type)
-            .bind(&e.source)
-            .bind(delivery_id)
             .bind(now_ms)
-            .bind(&e.payload_json)
+            .bind(delivery_id)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
         }
-        sqlx::query(
-            "UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
-             updated_at = ? WHERE id = ?",
-        )
-        .bind(now_ms)
-        .bind(delivery_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
 
