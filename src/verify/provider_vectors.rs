@@ -1,10 +1,9 @@
 //! Published vectors run through the scheme parameters the provider
 //! definitions actually use: the `[signature]` table of each
 //! `providers/<name>/provider.toml` is compiled in and must verify the
-//! provider's official vector, so a wrong key derivation or header setting
-//! in the data fails here. Senders not wired as providers yet (their
-//! requests need pipeline support first) are tested with the configuration
-//! their provider.toml will use. Provenance: tests/vectors/README.md.
+//! provider's official vector (or its official SDK's output where the
+//! provider publishes none), so a wrong key derivation or header setting in
+//! the data fails here. Provenance: tests/vectors/README.md.
 
 use secrecy::SecretString;
 
@@ -148,21 +147,9 @@ fn provider_coinbase_commerce_sdk_vector_verifies() {
     );
 }
 
-/// GoCardless is a batch sender (`events[]`); its provider waits for the
-/// fixture test to handle batch answers. This is the configuration it will use.
 #[test]
 fn provider_gocardless_sdk_vector_verifies() {
-    let scheme = SchemeConfig::Hmac(HmacConfig {
-        algorithm: HmacAlgorithm::Sha256,
-        header: "Webhook-Signature".to_owned(),
-        prefix: None,
-        encoding: SignatureEncoding::Hex,
-        separator: None,
-        content: "{body}".to_owned(),
-        timestamp_header: None,
-        tolerance_secs: None,
-        key_encoding: KeyEncoding::Utf8,
-    });
+    let scheme = scheme_of(include_str!("../../providers/gocardless/provider.toml"));
     let body = include_bytes!("../../tests/vectors/gocardless_webhook_body.json");
     assert_eq!(body.len(), 550);
     assert_vector(
@@ -175,24 +162,15 @@ fn provider_gocardless_sdk_vector_verifies() {
         body,
         0,
     );
+    assert_eq!(
+        include_bytes!("../../providers/gocardless/fixtures/subscriptions.created.json"),
+        body
+    );
 }
 
-/// Razorpay's event id is a header (`x-razorpay-event-id`), which the
-/// fixture test cannot send yet; this is the configuration its provider
-/// will use.
 #[test]
 fn provider_razorpay_sdk_vector_verifies() {
-    let scheme = SchemeConfig::Hmac(HmacConfig {
-        algorithm: HmacAlgorithm::Sha256,
-        header: "X-Razorpay-Signature".to_owned(),
-        prefix: None,
-        encoding: SignatureEncoding::Hex,
-        separator: None,
-        content: "{body}".to_owned(),
-        timestamp_header: None,
-        tolerance_secs: None,
-        key_encoding: KeyEncoding::Utf8,
-    });
+    let scheme = scheme_of(include_str!("../../providers/razorpay/provider.toml"));
     // The whole file, its final newline included.
     let body = include_bytes!("../../tests/vectors/razorpay_payment_authorized.json");
     assert_eq!(body.len(), 971);
@@ -207,23 +185,18 @@ fn provider_razorpay_sdk_vector_verifies() {
         body,
         0,
     );
+    assert_eq!(
+        include_bytes!("../../providers/razorpay/fixtures/payment.authorized.json"),
+        body
+    );
 }
 
 /// octokit/webhooks-methods `sign("mysecret", '{"foo":"bar"}')`, with the
-/// header GitHub sends (see also the docs vector in hmac.rs).
+/// header GitHub sends (see also the docs vector in hmac.rs), and the docs
+/// vector through the provider's own table.
 #[test]
 fn provider_github_octokit_vector_verifies() {
-    let scheme = SchemeConfig::Hmac(HmacConfig {
-        algorithm: HmacAlgorithm::Sha256,
-        header: "X-Hub-Signature-256".to_owned(),
-        prefix: Some("sha256=".to_owned()),
-        encoding: SignatureEncoding::Hex,
-        separator: None,
-        content: "{body}".to_owned(),
-        timestamp_header: None,
-        tolerance_secs: None,
-        key_encoding: KeyEncoding::Utf8,
-    });
+    let scheme = scheme_of(include_str!("../../providers/github/provider.toml"));
     assert_vector(
         &scheme,
         "mysecret",
@@ -232,6 +205,38 @@ fn provider_github_octokit_vector_verifies() {
             "sha256=4864d2759938a15468b5df9ade20bf161da9b4f737ea61794142f3484236bda3",
         ),
         br#"{"foo":"bar"}"#,
+        0,
+    );
+    assert_vector(
+        &scheme,
+        "It's a Secret to Everybody",
+        (
+            "X-Hub-Signature-256",
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        ),
+        b"Hello, World!",
+        0,
+    );
+}
+
+/// Shopify publishes no fixed vector. This one is the official Node
+/// library's output: @shopify/shopify-api 15.0.0 `createSHA256HMAC("hush",
+/// body, HashFormat.Base64)` over the orders/paid fixture, which the same
+/// library's `shopify.webhooks.validate` accepts (and rejects with one byte
+/// added). Provenance: tests/vectors/README.md.
+#[test]
+fn provider_shopify_sdk_vector_verifies() {
+    let scheme = scheme_of(include_str!("../../providers/shopify/provider.toml"));
+    let body = include_bytes!("../../providers/shopify/fixtures/orders.paid.json");
+    assert_eq!(body.len(), 1998);
+    assert_vector(
+        &scheme,
+        "hush",
+        (
+            "X-Shopify-Hmac-Sha256",
+            "79DRaS+0xhQ68I6xUDp0abXLwcwhb8rjsuAjtcNcU+w=",
+        ),
+        body,
         0,
     );
 }
