@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hookgate::config::NatsSettings;
-use serde_json::json;
 
 use crate::helpers::*;
 
@@ -53,19 +52,6 @@ pub async fn delete_stream(url: &str, stream: &str) {
             .delete_stream(stream)
             .await;
     }
-}
-
-fn stripe_request(id: &str) -> Outgoing {
-    let mut v = fixture("stripe", "invoice.paid");
-    set_pointer(&mut v, "/id", json!(id));
-    signed(
-        "stripe",
-        "stripe",
-        "whsec_test_new_secret",
-        &serde_json::to_vec(&v).unwrap(),
-        NOW,
-        id,
-    )
 }
 
 async fn publish_all_and_check(backend: Backend) {

@@ -438,3 +438,18 @@ pub fn set_pointer(v: &mut Value, pointer: &str, new: Value) {
     };
     target[key] = new;
 }
+
+/// The Stripe invoice.paid fixture with sender event id `id`, signed for
+/// the default `stripe` source at `NOW`.
+pub fn stripe_request(id: &str) -> Outgoing {
+    let mut v = fixture("stripe", "invoice.paid");
+    set_pointer(&mut v, "/id", serde_json::json!(id));
+    signed(
+        "stripe",
+        "stripe",
+        "whsec_test_new_secret",
+        &serde_json::to_vec(&v).unwrap(),
+        NOW,
+        id,
+    )
+}

@@ -11,19 +11,6 @@ use sqlx::Connection;
 use crate::bus::{delete_stream, nats_settings, stream_messages};
 use crate::helpers::*;
 
-fn stripe_request(id: &str) -> Outgoing {
-    let mut v = fixture("stripe", "invoice.paid");
-    set_pointer(&mut v, "/id", json!(id));
-    signed(
-        "stripe",
-        "stripe",
-        "whsec_test_new_secret",
-        &serde_json::to_vec(&v).unwrap(),
-        NOW,
-        id,
-    )
-}
-
 /// The classic bug: T1 takes seq 1, T2 takes seq 2 and commits first; a
 /// reader sees 2, moves its cursor past 1, and never sees 1. Here T1 is held
 /// open by hand at the point where it has taken its sequence value; T2 (a

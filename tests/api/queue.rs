@@ -10,19 +10,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-fn stripe_request(id: &str) -> Outgoing {
-    let mut v = fixture("stripe", "invoice.paid");
-    set_pointer(&mut v, "/id", json!(id));
-    signed(
-        "stripe",
-        "stripe",
-        "whsec_test_new_secret",
-        &serde_json::to_vec(&v).unwrap(),
-        NOW,
-        id,
-    )
-}
-
 async fn queue_workers_wake_on_insert(backend: Backend) {
     // The sweep is set long, so only the insert's wake-up can explain a
     // prompt catalog event.
