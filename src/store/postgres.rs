@@ -328,7 +328,7 @@ impl Store for PgStore {
              WHERE id IN (SELECT id FROM deliveries \
                WHERE ((status IN ('pending', 'failed') AND next_attempt_at <= $1) \
                   OR (status = 'processing' AND lease_until < $1)) \
-               ORDER BY next_attempt_at, received_at LIMIT $3 \
+               ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
              RETURNING id, request_id, source, provider, provider_event_id, \
                provider_event_type, occurred_at, received_at, item_index, attempts",
@@ -373,7 +373,7 @@ impl Store for PgStore {
                 headers_json,
             });
         }
-        claimed.sort_by_key(|c| c.received_at_ms);
+        claimed.sort_by_key(|c| (c.received_at_ms, c.item_index));
         Ok(claimed)
     }
 

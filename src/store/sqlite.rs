@@ -191,7 +191,7 @@ impl Store for SqliteStore {
              WHERE id IN (SELECT id FROM deliveries \
                WHERE (status IN ('pending', 'failed') AND next_attempt_at <= ?1) \
                   OR (status = 'processing' AND lease_until < ?1) \
-               ORDER BY next_attempt_at, received_at LIMIT ?3) \
+               ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT ?3) \
              RETURNING id, request_id, source, provider, provider_event_id, \
                provider_event_type, occurred_at, received_at, item_index, attempts",
         )
@@ -225,8 +225,9 @@ impl Store for SqliteStore {
             });
         }
         tx.commit().await.map_err(unavailable)?;
-        // RETURNING order is unspecified; process in arrival order.
-        claimed.sort_by_key(|c| c.received_at_ms);
+        // RETURNING order is unspecified; process in arrival order, and a
+        // batch in item order.
+        claimed.sort_by_key(|c| (c.received_at_ms, c.item_index));
         Ok(claimed)
     }
 
