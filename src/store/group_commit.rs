@@ -7,6 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{DynStore, Inserted, NewRequest, StoreError, StoreResult};
@@ -45,7 +48,18 @@ impl GroupCommitter {
                     }
                 }
                 let (requests, replies): (Vec<NewRequest>, Vec<Reply>) = waiting.drain(..).unzip();
-                let result = store.insert_requests(&requests).await;
+                // A panic below must not kill the writer: every later
+                // request would then be refused until a restart. It fails
+                // this batch (503, nothing acknowledged) and the writer
+                // goes on.
+                let result = AssertUnwindSafe(store.insert_requests(&requests))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable(
+                            "the storage writer panicked".into(),
+                        ))
+                    });
                 task_stats.commits.fetch_add(1, Ordering::Relaxed);
                 task_stats
                     .requests
@@ -100,11 +114,15 @@ mod tests {
         gate: Semaphore,
         entered: AtomicU64,
         sizes: Mutex<Vec<usize>>,
+        panic_once: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
     impl Store for Gated {
         async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>> {
+            if self.panic_once.swap(false, Ordering::SeqCst) {
+                panic!("injected fault");
+            }
             self.entered.fetch_add(1, Ordering::SeqCst);
             self.sizes.lock().unwrap().push(batch.len());
             let _permit = self.gate.acquire().await.unwrap();
@@ -215,6 +233,7 @@ mod tests {
             gate: Semaphore::new(0),
             entered: AtomicU64::new(0),
             sizes: Mutex::new(Vec::new()),
+            panic_once: Default::default(),
         });
         let gc = GroupCommitter::spawn(store.clone(), 64);
         let first = tokio::spawn({
@@ -257,5 +276,27 @@ mod tests {
         assert!(!outcomes[0].duplicate);
         assert!(outcomes[4].duplicate);
         assert_eq!(outcomes[4].id, outcomes[0].id);
+    }
+
+    #[tokio::test]
+    async fn group_commit_writer_survives_a_panicking_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let store = Arc::new(Gated {
+            inner: SqliteStore::open(&url).await.unwrap(),
+            gate: Semaphore::new(100),
+            entered: AtomicU64::new(0),
+            sizes: Mutex::new(Vec::new()),
+            panic_once: std::sync::atomic::AtomicBool::new(true),
+        });
+        let gc = GroupCommitter::spawn(store.clone(), 8);
+        let first = gc.insert(request(0, "e0")).await;
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        // Nothing was acknowledged, so the sender's retry is a new delivery.
+        let retry = gc.insert(request(1, "e0")).await.unwrap();
+        assert!(!retry[0].duplicate);
     }
 }
