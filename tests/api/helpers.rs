@@ -353,14 +353,24 @@ impl Reply {
 
 impl TestApp {
     pub async fn send(&self, req: &Outgoing) -> Reply {
-        let mut builder = self
-            .client
-            .post(format!("{}{}", self.address, req.path))
-            .body(req.body.clone());
-        for (k, v) in &req.headers {
-            builder = builder.header(k, v);
-        }
-        let response = builder.send().await.expect("request sent");
+        // Like a real sender, retry when the connection breaks before an
+        // answer (a pooled keep-alive connection the server just closed):
+        // no answer means nothing was acknowledged, and ingest is idempotent.
+        let mut attempt = 0;
+        let response = loop {
+            let mut builder = self
+                .client
+                .post(format!("{}{}", self.address, req.path))
+                .body(req.body.clone());
+            for (k, v) in &req.headers {
+                builder = builder.header(k, v);
+            }
+            match builder.send().await {
+                Ok(r) => break r,
+                Err(e) if attempt < 3 && (e.is_request() || e.is_connect()) => attempt += 1,
+                Err(e) => panic!("request not sent: {e}"),
+            }
+        };
         let status = response.status().as_u16();
         let json = response.json().await.unwrap_or(Value::Null);
         Reply { status, json }
