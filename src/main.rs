@@ -44,31 +44,7 @@ enum Command {
     },
     /// Print the headers a provider would send for a body (FILE or stdin),
     /// as JSON, or with --curl a ready curl command.
-    Sign {
-        /// A provider folder name under --providers.
-        #[arg(long)]
-        provider: String,
-        /// The secret as the provider shows it (e.g. whsec_…); for
-        /// Standard Webhooks v1a, a whsk_ signing key.
-        #[arg(long)]
-        secret: String,
-        /// Target URL (default: http://127.0.0.1:8080/v1/webhooks/<provider>).
-        #[arg(long)]
-        url: Option<String>,
-        /// Unix timestamp to sign with (default: now).
-        #[arg(long)]
-        timestamp: Option<i64>,
-        /// Message id, for schemes that sign one (default: a fresh msg_… id).
-        #[arg(long)]
-        id: Option<String>,
-        #[arg(long, default_value = "providers")]
-        providers: PathBuf,
-        /// Print a curl command instead of JSON.
-        #[arg(long)]
-        curl: bool,
-        /// The body to sign; stdin when absent.
-        file: Option<PathBuf>,
-    },
+    Sign(SignArgs),
     /// Load-test the gateway against a bare HTTP server in the same run
     /// (see the README's Performance section).
     Bench(hookgate::bench::BenchArgs),
@@ -84,25 +60,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Migrate { config } => migrate(&config),
         Command::Replay { config, delivery } => replay(&config, &delivery),
-        Command::Sign {
-            provider,
-            secret,
-            url,
-            timestamp,
-            id,
-            providers,
-            curl,
-            file,
-        } => sign(SignArgs {
-            provider,
-            secret,
-            url,
-            timestamp,
-            id,
-            providers,
-            curl,
-            file,
-        }),
+        Command::Sign(args) => sign(args),
         Command::Bench(args) => hookgate::bench::main(args),
         Command::BenchServer(args) => hookgate::bench::serve_main(args),
     };
@@ -195,14 +153,30 @@ fn replay(config: &Path, delivery: &str) -> anyhow::Result<()> {
     })
 }
 
+#[derive(clap::Args)]
 struct SignArgs {
+    /// A provider folder name under --providers.
+    #[arg(long)]
     provider: String,
+    /// The secret as the provider shows it (e.g. whsec_…); for
+    /// Standard Webhooks v1a, a whsk_ signing key.
+    #[arg(long)]
     secret: String,
+    /// Target URL (default: http://127.0.0.1:8080/v1/webhooks/<provider>).
+    #[arg(long)]
     url: Option<String>,
+    /// Unix timestamp to sign with (default: now).
+    #[arg(long)]
     timestamp: Option<i64>,
+    /// Message id, for schemes that sign one (default: a fresh msg_… id).
+    #[arg(long)]
     id: Option<String>,
+    #[arg(long, default_value = "providers")]
     providers: PathBuf,
+    /// Print a curl command instead of JSON.
+    #[arg(long)]
     curl: bool,
+    /// The body to sign; stdin when absent.
     file: Option<PathBuf>,
 }
 

@@ -308,6 +308,41 @@ pub trait Store: Send + Sync + 'static {
 
 pub type DynStore = Arc<dyn Store>;
 
+/// The consumer's `type` filter as SQL, for either backend: `type = ?` for
+/// exact names; a half-open range for `family.*` so the index serves it and
+/// no LIKE wildcard (`_`) needs escaping.
+pub(crate) fn push_type_filter<'a, DB: sqlx::Database>(
+    qb: &mut sqlx::QueryBuilder<'a, DB>,
+    types: &[TypePattern],
+) where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if types.is_empty() || types.contains(&TypePattern::Prefix(String::new())) {
+        return;
+    }
+    qb.push(" AND (");
+    for (i, t) in types.iter().enumerate() {
+        if i > 0 {
+            qb.push(" OR ");
+        }
+        match t {
+            TypePattern::Exact(name) => {
+                qb.push("type = ").push_bind(name.clone());
+            }
+            TypePattern::Prefix(prefix) => {
+                // prefix ends with '.'; '/' is the next byte after '.'.
+                let upper = format!("{}/", &prefix[..prefix.len() - 1]);
+                qb.push("(type >= ")
+                    .push_bind(prefix.clone())
+                    .push(" AND type < ")
+                    .push_bind(upper)
+                    .push(")");
+            }
+        }
+    }
+    qb.push(")");
+}
+
 /// Open the backend named by the URL and apply its migrations.
 pub async fn open(url: &str) -> Result<DynStore, StoreError> {
     if url.starts_with("sqlite:") {

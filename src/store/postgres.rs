@@ -460,32 +460,7 @@ impl Store for PgStore {
         let mut qb: QueryBuilder<Postgres> =
             QueryBuilder::new("SELECT seq, id, type, source, payload FROM events WHERE seq > ");
         qb.push_bind(after_seq);
-        if !types.is_empty()
-            && !types
-                .iter()
-                .any(|t| *t == TypePattern::Prefix(String::new()))
-        {
-            qb.push(" AND (");
-            for (i, t) in types.iter().enumerate() {
-                if i > 0 {
-                    qb.push(" OR ");
-                }
-                match t {
-                    TypePattern::Exact(name) => {
-                        qb.push("type = ").push_bind(name.clone());
-                    }
-                    TypePattern::Prefix(prefix) => {
-                        let upper = format!("{}/", &prefix[..prefix.len() - 1]);
-                        qb.push("(type >= ")
-                            .push_bind(prefix.clone())
-                            .push(" AND type < ")
-                            .push_bind(upper)
-                            .push(")");
-                    }
-                }
-            }
-            qb.push(")");
-        }
+        super::push_type_filter(&mut qb, types);
         qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
         let rows = qb
             .build()

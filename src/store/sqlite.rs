@@ -330,7 +330,7 @@ impl Store for SqliteStore {
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new("SELECT seq, id, type, source, payload FROM events WHERE seq > ");
         qb.push_bind(after_seq);
-        push_type_filter(&mut qb, types);
+        super::push_type_filter(&mut qb, types);
         qb.push(" ORDER BY seq LIMIT ");
         qb.push_bind(i64::from(limit));
         let rows: Vec<(i64, String, String, String, String)> = qb
@@ -573,37 +573,4 @@ fn stored_event(
         source,
         payload_json,
     }
-}
-
-/// `type = ?` for exact names; a half-open range for `family.*` so the
-/// index serves it and no LIKE wildcard (`_`) needs escaping.
-fn push_type_filter(qb: &mut QueryBuilder<'_, Sqlite>, types: &[TypePattern]) {
-    if types.is_empty()
-        || types
-            .iter()
-            .any(|t| *t == TypePattern::Prefix(String::new()))
-    {
-        return;
-    }
-    qb.push(" AND (");
-    for (i, t) in types.iter().enumerate() {
-        if i > 0 {
-            qb.push(" OR ");
-        }
-        match t {
-            TypePattern::Exact(name) => {
-                qb.push("type = ").push_bind(name.clone());
-            }
-            TypePattern::Prefix(prefix) => {
-                // prefix ends with '.'; '/' is the next byte after '.'.
-                let upper = format!("{}/", &prefix[..prefix.len() - 1]);
-                qb.push("(type >= ")
-                    .push_bind(prefix.clone())
-                    .push(" AND type < ")
-                    .push_bind(upper)
-                    .push(")");
-            }
-        }
-    }
-    qb.push(")");
 }

@@ -150,34 +150,20 @@ async fn consumer_catalog_lists_types_with_schema_and_example(backend: Backend) 
 
 async fn consumer_health_endpoints_answer(backend: Backend) {
     let app = spawn_app(backend).await;
-    let r = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let r = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let r = app
-        .client
-        .get(format!("{}/nope", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
-    let r = app
-        .client
-        .get(format!("{}/v1/webhooks/stripe", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 405);
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/nope", 404),
+        ("/v1/webhooks/stripe", 405),
+    ] {
+        let r = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+    }
 }
 
 crate::backend_tests!(
