@@ -96,6 +96,11 @@ pub struct ServerSettings {
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed when finding a
     /// sender's address for `allow_ips`; empty = use the peer address.
     pub trusted_proxies: Vec<String>,
+    /// The gateway's public base URL as senders call it
+    /// (`https://hooks.example.com`), for schemes that sign the URL (Square,
+    /// Twilio). Unset: the URL is rebuilt from the request's Host header
+    /// (and `X-Forwarded-Proto` / `X-Forwarded-Host` from trusted proxies).
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -105,6 +110,7 @@ impl Default for ServerSettings {
             max_body_bytes: 1024 * 1024,
             http_workers: 0,
             trusted_proxies: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -239,6 +245,17 @@ pub struct SourceSettings {
     /// source; empty = any. Refused with 403 before the body is read.
     #[serde(default)]
     pub allow_ips: Vec<String>,
+    /// How this source authenticates, instead of the provider's own
+    /// `[signature]`: a scheme table (`{ scheme = "basic" }`,
+    /// `{ scheme = "bearer" }`, `{ scheme = "header-token", header = "X-Token" }`,
+    /// `{ scheme = "path-token" }`) for senders that offer several, or
+    /// `"none"`, spelled out, for a source without any authentication.
+    #[serde(default)]
+    pub auth: Option<serde_json::Value>,
+    /// The exact URL the sender was given for this source, when it signs
+    /// the URL and it differs from `server.public_url` + the path.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// Parse CIDRs (`10.0.0.0/8`) and single addresses (`192.0.2.7`).
@@ -333,6 +350,23 @@ impl Settings {
             }
         }
         parse_networks(&self.server.trusted_proxies, "server.trusted_proxies")?;
+        let urls = std::iter::once(("server.public_url".to_string(), &self.server.public_url))
+            .chain(
+                self.sources
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("sources[{i}].public_url"), &s.public_url)),
+            );
+        for (field, url) in urls {
+            if let Some(url) = url {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigError::Invalid {
+                        field,
+                        message: format!("{url:?} must be an http:// or https:// URL"),
+                    });
+                }
+            }
+        }
         for (i, source) in self.sources.iter().enumerate() {
             parse_networks(&source.allow_ips, &format!("sources[{i}].allow_ips"))?;
         }

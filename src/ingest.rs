@@ -13,18 +13,73 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::clock::{unix_ms, Clock};
 use crate::config::{resolve_secret, OnSchemaViolation, SecretEnv, Settings};
+use crate::providers::reply::ProviderReply;
 use crate::providers::{Provider, Registry, Violation};
 use crate::store::group_commit::GroupCommitter;
 use crate::store::{
     DeliveryStatus, DynStore, Inserted, NewDelivery, NewRequest, Rejection, StoreError,
 };
-use crate::verify::{Headers, KeyError, RequestView, Verifier, VerifyError};
+use crate::verify::{
+    Headers, KeyError, NoneConfig, RequestView, SchemeConfig, Verifier, VerifyError,
+};
+
+/// Where the URL a sender called comes from, for schemes that sign it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicUrl {
+    /// `sources[].public_url`: the whole URL, as given to the sender.
+    Exact(String),
+    /// `server.public_url`: the base, followed by the request's path and query.
+    Base(String),
+    /// Rebuilt from the request (Host, and forwarded headers from trusted proxies).
+    FromRequest,
+}
+
+impl PublicUrl {
+    /// The URL for a request to `path_and_query`, `rebuilt` being the URL
+    /// the HTTP edge reconstructed from the request itself.
+    pub fn resolve(&self, path_and_query: &str, rebuilt: Option<String>) -> Option<String> {
+        match self {
+            PublicUrl::Exact(url) => Some(url.clone()),
+            PublicUrl::Base(base) => {
+                Some(format!("{}{path_and_query}", base.trim_end_matches('/')))
+            }
+            PublicUrl::FromRequest => rebuilt,
+        }
+    }
+}
+
+/// The scheme a source authenticates with: its `auth` override (`"none"` or
+/// a scheme table) or the provider's `[signature]`.
+fn source_scheme(
+    auth: Option<&Value>,
+    provider: &Provider,
+    field: &str,
+) -> Result<SchemeConfig, SourceError> {
+    let invalid = |message: String| SourceError {
+        field: field.to_string(),
+        message,
+    };
+    match auth {
+        None => Ok(provider.scheme.clone()),
+        Some(Value::String(s)) if s == "none" => Ok(SchemeConfig::None(NoneConfig {})),
+        Some(Value::String(s)) => Err(invalid(format!(
+            "{s:?}: give \"none\" or a table such as {{ scheme = \"basic\" }}"
+        ))),
+        Some(table) => serde_json::from_value::<SchemeConfig>(table.clone())
+            .map_err(|e| invalid(format!("not a valid scheme table: {e}"))),
+    }
+}
 
 /// A configured source: a provider definition plus this source's secrets.
 pub struct Source {
     pub name: String,
     pub provider: Arc<Provider>,
+    /// The provider's `[signature]`, or the source's `auth` override.
+    pub scheme: SchemeConfig,
     pub verifier: Verifier,
+    /// The exact URL senders call for this source (`sources[].public_url`),
+    /// or the base URL before the path (`server.public_url`).
+    pub public_url: PublicUrl,
     pub on_schema_violation: OnSchemaViolation,
     pub max_body_bytes: usize,
     /// Empty = any sender address.
@@ -68,6 +123,7 @@ pub fn build_sources(
                     .join(", ")
             ),
         })?;
+        let scheme = source_scheme(s.auth.as_ref(), provider, &format!("sources[{i}].auth"))?;
         let mut secrets: Vec<SecretString> = Vec::with_capacity(s.secrets.len());
         for (j, reference) in s.secrets.iter().enumerate() {
             let field = format!("sources[{i}].secrets[{j}]");
@@ -78,25 +134,30 @@ pub fn build_sources(
                 })?,
             );
         }
-        if secrets.is_empty() && provider.scheme.needs_secrets() {
+        if secrets.is_empty() && scheme.needs_secrets() {
             return Err(SourceError {
                 field: format!("sources[{i}].secrets"),
                 message: format!(
-                    "provider {:?} authenticates with scheme {:?}: give at least one secret",
-                    provider.name,
-                    provider.scheme.name()
+                    "source {:?} authenticates with scheme {:?}: give at least one secret",
+                    s.name,
+                    scheme.name()
                 ),
             });
         }
-        if !provider.scheme.needs_secrets() {
+        if !scheme.needs_secrets() {
             tracing::warn!(
                 source = %s.name,
                 provider = %provider.name,
                 "source accepts requests without any authentication (scheme \"none\")"
             );
         }
-        let verifier = Verifier::new(&provider.scheme, &secrets).map_err(|e| match e {
-            // A bad scheme parameter is the provider definition's fault.
+        let verifier = Verifier::new(&scheme, &secrets).map_err(|e| match e {
+            // A bad scheme parameter is the source's `auth` or the provider
+            // definition's fault.
+            KeyError::Config(_) if s.auth.is_some() => SourceError {
+                field: format!("sources[{i}].auth"),
+                message: e.to_string(),
+            },
             KeyError::Config(_) => SourceError {
                 field: format!(
                     "{}: field `signature`",
@@ -114,7 +175,13 @@ pub fn build_sources(
             Arc::new(Source {
                 name: s.name.clone(),
                 provider: provider.clone(),
+                scheme,
                 verifier,
+                public_url: match (&s.public_url, &settings.server.public_url) {
+                    (Some(exact), _) => PublicUrl::Exact(exact.clone()),
+                    (None, Some(base)) => PublicUrl::Base(base.clone()),
+                    (None, None) => PublicUrl::FromRequest,
+                },
                 on_schema_violation: s.on_schema_violation,
                 max_body_bytes: s.max_body_bytes.unwrap_or(settings.server.max_body_bytes),
                 allow_ips: crate::config::parse_networks(
@@ -173,6 +240,8 @@ pub struct Inbound<'a> {
     pub body: &'a [u8],
     pub path_token: Option<&'a str>,
     pub remote_addr: Option<String>,
+    /// The URL the sender called, for schemes that sign it.
+    pub url: Option<String>,
 }
 
 #[derive(Debug)]
@@ -180,11 +249,14 @@ pub enum Outcome {
     Accepted {
         deliveries: Vec<Inserted>,
         batch: bool,
+        /// The body the provider expects instead of ours.
+        reply: Option<ProviderReply>,
     },
     Quarantined {
         deliveries: Vec<Inserted>,
         batch: bool,
         violations: Vec<Violation>,
+        reply: Option<ProviderReply>,
     },
 }
 
@@ -237,10 +309,17 @@ impl Ingestor {
     /// Re-check a stored (quarantined) payload against its source's current
     /// provider schema: the violations that remain, empty when it now
     /// passes.
-    pub fn revalidate(&self, source: &str, body: &[u8]) -> Result<Vec<Violation>, IngestError> {
+    pub fn revalidate(
+        &self,
+        source: &str,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<Vec<Violation>, IngestError> {
         let source = self.sources.get(source).ok_or(IngestError::UnknownSource)?;
-        let payload: Value = serde_json::from_slice(body)
-            .map_err(|e| IngestError::InvalidBody(format!("not JSON: {e}")))?;
+        let payload = source
+            .provider
+            .decode(body, content_type)
+            .map_err(IngestError::InvalidBody)?;
         Ok(source.provider.schema_violations(&payload))
     }
 
@@ -285,6 +364,7 @@ impl Ingestor {
             headers: &inbound.headers,
             body: inbound.body,
             path_token: inbound.path_token,
+            url: inbound.url.as_deref(),
         };
         // Nothing about the body is trusted, or even parsed, before this.
         let _verified = source.verifier.verify(&view, now.unix_timestamp())?;
@@ -292,9 +372,10 @@ impl Ingestor {
         if inbound.body.is_empty() {
             return Err(IngestError::InvalidBody("the body is empty".into()));
         }
-        let payload: Value = serde_json::from_slice(inbound.body)
-            .map_err(|e| IngestError::InvalidBody(format!("not JSON: {e}")))?;
         let provider = &source.provider;
+        let payload = provider
+            .decode(inbound.body, inbound.headers.get("content-type"))
+            .map_err(IngestError::InvalidBody)?;
         let mut violations = provider.schema_violations(&payload);
         let extracted = if violations.is_empty() {
             match provider.extract(&payload, inbound.body, &inbound.headers, false) {
@@ -333,7 +414,7 @@ impl Ingestor {
             provider: provider.name.clone(),
             received_at_ms: now_ms,
             remote_addr: inbound.remote_addr,
-            headers_json: stored_headers(&inbound.headers, &provider.scheme.secret_headers()),
+            headers_json: stored_headers(&inbound.headers, &source.scheme.secret_headers()),
             body: inbound.body.to_vec(),
             deliveries: extracted
                 .iter()
@@ -367,14 +448,20 @@ impl Ingestor {
             );
         }
         let batch = provider.event.items.is_some();
+        let reply = provider.reply_for(&payload);
         Ok(if quarantine {
             Outcome::Quarantined {
                 deliveries,
                 batch,
                 violations,
+                reply,
             }
         } else {
-            Outcome::Accepted { deliveries, batch }
+            Outcome::Accepted {
+                deliveries,
+                batch,
+                reply,
+            }
         })
     }
 

@@ -176,6 +176,9 @@ struct SignArgs {
     /// Print a curl command instead of JSON.
     #[arg(long)]
     curl: bool,
+    /// The body's media type (form bodies: application/x-www-form-urlencoded).
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
     /// The body to sign; stdin when absent.
     file: Option<PathBuf>,
 }
@@ -197,14 +200,23 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
     let id = args
         .id
         .unwrap_or_else(|| format!("msg_{}", ulid::Ulid::new()));
-    let signed = verify::sign(&scheme, &args.secret, &body, timestamp, &id)?;
     let mut url = args
         .url
         .unwrap_or_else(|| format!("http://127.0.0.1:8080/v1/webhooks/{}", args.provider));
+    let signed = verify::sign_request(
+        &scheme,
+        &args.secret,
+        &verify::SignInput {
+            body: &body,
+            timestamp,
+            id: &id,
+            url: Some(&url),
+        },
+    )?;
     if let Some(token) = &signed.path_token {
         url = format!("{}/{token}", url.trim_end_matches('/'));
     }
-    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    let mut headers = vec![("Content-Type".to_string(), args.content_type.clone())];
     headers.extend(signed.headers);
     if args.curl {
         let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));

@@ -215,6 +215,8 @@ impl Harness {
                 on_schema_violation: Default::default(),
                 max_body_bytes: None,
                 allow_ips: Vec::new(),
+                auth: None,
+                public_url: None,
             })
             .collect();
         s

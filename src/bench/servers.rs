@@ -83,6 +83,7 @@ async fn handle(
         headers: &headers,
         body: &body,
         path_token: None,
+        url: None,
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     if source.verifier.verify(&view, now).is_err() {

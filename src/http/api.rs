@@ -205,7 +205,7 @@ pub async fn release_delivery(
         .ok_or_else(|| ApiError::Conflict("the raw body is no longer kept".into()))?;
     let violations = state
         .ingestor
-        .revalidate(&delivery.source, &body)
+        .revalidate(&delivery.source, &body, None)
         .map_err(|e| match e {
             crate::ingest::IngestError::UnknownSource => ApiError::Conflict(format!(
                 "source {:?} is no longer configured",

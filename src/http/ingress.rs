@@ -122,11 +122,20 @@ async fn run(
             headers.push(name.as_str(), v);
         }
     }
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path().to_owned(), |p| p.as_str().to_owned());
+    let url = source.public_url.resolve(
+        &path_and_query,
+        rebuilt_url(req, &state.trusted_proxies, &path_and_query),
+    );
     let inbound = Inbound {
         headers,
         body: &body,
         path_token: token,
         remote_addr: client.map(|ip| ip.to_string()),
+        url,
     };
     state.ingestor.ingest(&source, inbound).await
 }
@@ -160,11 +169,75 @@ fn client_ip(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
     )
 }
 
+/// The URL the sender called, as far as the request tells: scheme and host
+/// from `X-Forwarded-Proto` / `X-Forwarded-Host` when the peer is a trusted
+/// proxy, else `http` and the `Host` header.
+fn rebuilt_url(
+    req: &HttpRequest,
+    trusted: &[ipnet::IpNet],
+    path_and_query: &str,
+) -> Option<String> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let via_proxy = req
+        .peer_addr()
+        .is_some_and(|p| trusted.iter().any(|n| n.contains(&p.ip())));
+    let scheme = via_proxy
+        .then(|| header("x-forwarded-proto"))
+        .flatten()
+        .unwrap_or_else(|| "http".into());
+    let host = via_proxy
+        .then(|| header("x-forwarded-host"))
+        .flatten()
+        .or_else(|| header("host"))?;
+    Some(format!("{scheme}://{host}{path_and_query}"))
+}
+
 fn uses_path_token(source: &Source) -> bool {
-    matches!(
-        source.provider.scheme,
-        crate::verify::SchemeConfig::PathToken(_)
-    )
+    matches!(source.scheme, crate::verify::SchemeConfig::PathToken(_))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ChallengeQuery {
+    bt_challenge: Option<String>,
+}
+
+/// `GET /v1/webhooks/{source}?bt_challenge=…`: the handshake a sender
+/// makes before it sends anything (Braintree), answered with the source's
+/// key. Nothing is stored; other GETs are 405 as before.
+pub async fn challenge(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<ChallengeQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_ip(&req, &state.trusted_proxies);
+    let source = state
+        .ingestor
+        .source(&path)
+        .ok_or(IngestError::UnknownSource)?;
+    if !source.allow_ips.is_empty()
+        && !client.is_some_and(|ip| source.allow_ips.iter().any(|n| n.contains(&ip)))
+    {
+        return Err(IngestError::ForbiddenAddress.into());
+    }
+    let Some(challenge) = query.bt_challenge.as_deref() else {
+        return Err(ApiError::MethodNotAllowed);
+    };
+    match source.verifier.challenge(challenge) {
+        Some(answer) => Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(answer)),
+        None if matches!(source.scheme, crate::verify::SchemeConfig::Braintree(_)) => Err(
+            ApiError::BadRequest("bt_challenge must be 20 to 32 lowercase hex digits".into()),
+        ),
+        None => Err(ApiError::MethodNotAllowed),
+    }
 }
 
 /// The body as sent, cut off as soon as it passes the limit (chunked bodies
@@ -187,14 +260,29 @@ fn delivery_json(d: &Inserted) -> serde_json::Value {
 }
 
 fn respond(outcome: Outcome) -> HttpResponse {
-    let (status, deliveries, batch, violations) = match outcome {
-        Outcome::Accepted { deliveries, batch } => ("accepted", deliveries, batch, None),
+    let (status, deliveries, batch, violations, reply) = match outcome {
+        Outcome::Accepted {
+            deliveries,
+            batch,
+            reply,
+        } => ("accepted", deliveries, batch, None, reply),
         Outcome::Quarantined {
             deliveries,
             batch,
             violations,
-        } => ("quarantined", deliveries, batch, Some(violations)),
+            reply,
+        } => ("quarantined", deliveries, batch, Some(violations), reply),
     };
+    // The sender's own protocol wins over our JSON (still a 200 after the
+    // commit); the delivery ids are in a header for operators.
+    if let Some(reply) = reply {
+        let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+        return HttpResponse::Ok()
+            .content_type(reply.content_type)
+            .insert_header(("hookgate-delivery-ids", ids.join(",")))
+            .insert_header(("hookgate-status", status))
+            .body(reply.body);
+    }
     let mut body = if batch {
         json!({ "status": status, "deliveries": deliveries.iter().map(delivery_json).collect::<Vec<_>>() })
     } else {

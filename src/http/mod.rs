@@ -39,6 +39,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/webhooks/{source}")
             .route(web::post().to(ingress::receive))
+            .route(web::get().to(ingress::challenge))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

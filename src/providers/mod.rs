@@ -5,7 +5,9 @@
 //! reads the compiled form. What data can't express is a `verify::SchemeConfig`
 //! variant the data refers to.
 
+pub mod body;
 pub mod mapping;
+pub mod reply;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,9 @@ use time::OffsetDateTime;
 
 use crate::catalog::Catalog;
 use crate::verify::{Headers, SchemeConfig};
+use body::{BodyFile, BodySpec};
 use mapping::Mapping;
+use reply::{ProviderReply, ReplyFile, ReplySpec};
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,6 +44,8 @@ struct ProviderFile {
     signature: SchemeConfig,
     event: EventFile,
     schema: Option<SchemaFile>,
+    body: Option<BodyFile>,
+    reply: Option<ReplyFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,9 +68,14 @@ struct EventFile {
 #[serde(deny_unknown_fields)]
 struct LocatorFile {
     pointer: Option<String>,
+    /// Several pointers, the first present wins (payloads of several shapes).
+    pointers: Option<Vec<String>>,
     header: Option<String>,
     headers: Option<Vec<String>>,
     derive: Option<String>,
+    /// For the event id: `"sha256"` when the located id is absent (a
+    /// handshake or a payload shape without one).
+    fallback: Option<String>,
     format: Option<TimeFormat>,
 }
 
@@ -80,6 +91,8 @@ pub enum TimeFormat {
 #[derive(Debug, Clone)]
 pub enum Locator {
     Pointer(String),
+    /// The first of these pointers that is present.
+    Pointers(Vec<String>),
     /// The first of these headers that is present.
     Headers(Vec<String>),
     /// SHA-256 of the raw body (or of the batch item), for senders that
@@ -91,6 +104,7 @@ impl Locator {
     fn from_file(f: LocatorFile, field: &str, allow_derive: bool) -> Result<Locator, String> {
         let set = [
             f.pointer.is_some(),
+            f.pointers.is_some(),
             f.header.is_some(),
             f.headers.is_some(),
             f.derive.is_some(),
@@ -100,9 +114,20 @@ impl Locator {
         .count();
         if set != 1 {
             return Err(format!(
-                "{field}: give exactly one of `pointer`, `header`, `headers`{}",
+                "{field}: give exactly one of `pointer`, `pointers`, `header`, `headers`{}",
                 if allow_derive { ", `derive`" } else { "" }
             ));
+        }
+        if f.fallback.is_some() {
+            return Err(format!("{field}.fallback: only event.id takes a fallback"));
+        }
+        if let Some(ps) = f.pointers {
+            if ps.is_empty() || ps.iter().any(|p| !p.starts_with('/')) {
+                return Err(format!(
+                    "{field}.pointers: give JSON pointers, each starting with '/'"
+                ));
+            }
+            return Ok(Locator::Pointers(ps));
         }
         if let Some(p) = f.pointer {
             if !p.starts_with('/') {
@@ -132,6 +157,8 @@ impl Locator {
 #[derive(Debug, Clone)]
 pub struct EventSpec {
     pub id: Locator,
+    /// Derive the id from the body's SHA-256 when `id` finds nothing.
+    pub id_fallback_sha256: bool,
     pub event_type: Locator,
     pub occurred_at: Option<(Locator, TimeFormat)>,
     /// Pointer to the array of provider events in a batch payload.
@@ -149,6 +176,8 @@ pub struct Provider {
     pub event: EventSpec,
     pub schema: Option<jsonschema::Validator>,
     pub mapping: Mapping,
+    pub body: BodySpec,
+    pub reply: ReplySpec,
     pub dir: PathBuf,
 }
 
@@ -196,6 +225,43 @@ impl Provider {
                 .any(|c| c.eq_ignore_ascii_case(&m)),
             None => false,
         }
+    }
+
+    /// The payload a raw body (sent with `content_type`) carries: what
+    /// schemas, locators and mappings read. Without a content type (a stored
+    /// body whose headers are not at hand) JSON is tried first, then a form
+    /// if the provider accepts forms.
+    pub fn decode(&self, raw: &[u8], content_type: Option<&str>) -> Result<Value, String> {
+        match content_type {
+            Some(_) => self.body.decode(raw, content_type),
+            None => self
+                .body
+                .decode(raw, Some("application/json"))
+                .or_else(|e| {
+                    if self.content_types.iter().any(|c| c == body::FORM) {
+                        self.body.decode(raw, Some(body::FORM))
+                    } else {
+                        Err(e)
+                    }
+                }),
+        }
+    }
+
+    /// [`Provider::decode`] for a stored request: the content type comes
+    /// from its stored headers (`{"name": ["value", ...]}`).
+    pub fn decode_stored(&self, raw: &[u8], headers_json: &str) -> Result<Value, String> {
+        let headers: BTreeMap<String, Vec<String>> =
+            serde_json::from_str(headers_json).unwrap_or_default();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.first())
+            .map(String::as_str);
+        self.decode(raw, content_type)
+    }
+
+    /// The body the sender expects in its 200, when it expects one.
+    pub fn reply_for(&self, payload: &Value) -> Option<ProviderReply> {
+        self.reply.reply_for(payload)
     }
 
     /// The schema's violations (empty = valid), at most 20.
@@ -274,6 +340,7 @@ impl Provider {
                     "the event id must be 1 to {MAX_ID_LEN} bytes"
                 )))
             }
+            None if self.event.id_fallback_sha256 => derived(),
             None if !lenient => {
                 return Err(ExtractError(format!(
                     "no event id at {}",
@@ -312,6 +379,7 @@ fn truncate(mut s: String, max: usize) -> String {
 fn describe(loc: &Locator) -> String {
     match loc {
         Locator::Pointer(p) => p.clone(),
+        Locator::Pointers(ps) => ps.join(" or "),
         Locator::Headers(h) => format!("header {}", h.join(" or ")),
         Locator::Sha256 => "sha256(body)".into(),
     }
@@ -322,6 +390,10 @@ fn locate<'a>(loc: &Locator, item: &'a Value, headers: &'a Headers) -> Option<Lo
         Locator::Pointer(p) => item
             .pointer(p)
             .filter(|v| !v.is_null())
+            .map(LocatedValue::Json),
+        Locator::Pointers(ps) => ps
+            .iter()
+            .find_map(|p| item.pointer(p).filter(|v| !v.is_null()))
             .map(LocatedValue::Json),
         Locator::Headers(names) => names
             .iter()
@@ -467,8 +539,20 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
             ));
         }
     }
+    let mut id_file = parsed.event.id;
+    let id_fallback_sha256 = match id_file.fallback.take().as_deref() {
+        None => false,
+        Some("sha256") => true,
+        Some(other) => {
+            return Err(fail(
+                &file,
+                format!("field `event.id.fallback`: {other:?} is not supported (only \"sha256\")"),
+            ))
+        }
+    };
     let event = EventSpec {
-        id: Locator::from_file(parsed.event.id, "event.id", true).map_err(|m| fail(&file, m))?,
+        id: Locator::from_file(id_file, "event.id", true).map_err(|m| fail(&file, m))?,
+        id_fallback_sha256,
         event_type: Locator::from_file(parsed.event.event_type, "event.type", false)
             .map_err(|m| fail(&file, m))?,
         occurred_at,
@@ -498,6 +582,8 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Mapping::default(),
         Err(e) => return Err(fail(&mapping_file, e.to_string())),
     };
+    let body = BodySpec::from_file(parsed.body).map_err(|m| fail(&file, m))?;
+    let reply = ReplySpec::from_file(parsed.reply).map_err(|m| fail(&file, m))?;
     Ok(Provider {
         name: parsed.name,
         category: parsed.category,
@@ -512,6 +598,8 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         event,
         schema,
         mapping,
+        body,
+        reply,
         dir: dir.to_path_buf(),
     })
 }

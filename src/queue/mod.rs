@@ -182,8 +182,9 @@ impl Processor {
             .registry
             .get(&d.provider)
             .ok_or_else(|| format!("provider {:?} is no longer loaded", d.provider))?;
-        let payload: Value =
-            serde_json::from_slice(&d.body).map_err(|e| format!("stored body is not JSON: {e}"))?;
+        let payload: Value = provider
+            .decode_stored(&d.body, &d.headers_json)
+            .map_err(|e| format!("stored body: {e}"))?;
         let item = match (d.item_index, &provider.event.items) {
             (Some(i), Some(ptr)) => payload
                 .pointer(ptr)

@@ -250,6 +250,7 @@ mod tests {
                 headers: &h,
                 body: b"{}",
                 path_token: None,
+                url: None,
             },
             0,
         )

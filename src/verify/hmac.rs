@@ -34,8 +34,9 @@ pub struct HmacConfig {
     /// Splits one header value into several entries (rotation); whitespace
     /// around entries is ignored.
     pub separator: Option<String>,
-    /// What is signed: `{body}` and `{timestamp}` placeholders around literal
-    /// text, e.g. `"v0:{timestamp}:{body}"`.
+    /// What is signed: `{body}`, `{timestamp}` and `{url}` placeholders
+    /// around literal text, e.g. `"v0:{timestamp}:{body}"`, or Square's
+    /// `"{url}{body}"`.
     #[serde(default = "default_content")]
     pub content: String,
     pub timestamp_header: Option<String>,
@@ -85,6 +86,8 @@ pub(super) enum Part {
     Literal(String),
     Body,
     Timestamp,
+    /// The URL the sender called ([`RequestView::url`]).
+    Url,
 }
 
 /// The parsed `content` template; shared with the timestamped scheme.
@@ -119,10 +122,11 @@ impl Template {
             parts.push(match &after_brace[..close] {
                 "body" => Part::Body,
                 "timestamp" => Part::Timestamp,
+                "url" => Part::Url,
                 other => {
                     return Err(KeyError::Config(format!(
                         "unknown placeholder {{{other}}} in content template {content:?}; \
-                         the placeholders are {{body}} and {{timestamp}}"
+                         the placeholders are {{body}}, {{timestamp}} and {{url}}"
                     )))
                 }
             });
@@ -135,16 +139,43 @@ impl Template {
         self.parts.contains(part)
     }
 
-    /// The signed content as slices to feed to the MAC in order.
-    pub(super) fn pieces<'a>(&'a self, body: &'a [u8], timestamp: &'a str) -> Vec<&'a [u8]> {
+    /// The signed content as slices to feed to the MAC in order; `url` is
+    /// `""` when the template doesn't sign it.
+    pub(super) fn pieces<'a>(
+        &'a self,
+        body: &'a [u8],
+        timestamp: &'a str,
+        url: &'a str,
+    ) -> Vec<&'a [u8]> {
         self.parts
             .iter()
             .map(|p| match p {
                 Part::Literal(s) => s.as_bytes(),
                 Part::Body => body,
                 Part::Timestamp => timestamp.as_bytes(),
+                Part::Url => url.as_bytes(),
             })
             .collect()
+    }
+
+    /// The request URL when the template signs it: a URL-signing scheme
+    /// can't verify a request whose URL the gateway doesn't know.
+    pub(super) fn url<'a>(&self, req: &RequestView<'a>) -> Result<&'a str, VerifyError> {
+        if !self.has(&Part::Url) {
+            return Ok("");
+        }
+        req.url.ok_or(VerifyError::InvalidSignature)
+    }
+
+    /// The URL to sign, when the template signs one.
+    pub(super) fn sign_url<'a>(&self, url: Option<&'a str>) -> Result<&'a str, KeyError> {
+        match (self.has(&Part::Url), url) {
+            (false, _) => Ok(""),
+            (true, Some(url)) => Ok(url),
+            (true, None) => Err(KeyError::CannotSign(
+                "this scheme signs the URL the sender calls: give the URL",
+            )),
+        }
     }
 }
 
@@ -344,7 +375,8 @@ impl HmacVerifier {
             return Err(VerifyError::InvalidSignature);
         }
         let raw_ts = timestamp.map_or("", |(raw, _, _)| raw);
-        let pieces = c.template.pieces(req.body, raw_ts);
+        let url = c.template.url(req)?;
+        let pieces = c.template.pieces(req.body, raw_ts, url);
         let mut ok = false;
         for key in &self.keys {
             ok |= matches_any(&key.tag(&pieces), &candidates);
@@ -367,6 +399,7 @@ pub(super) fn sign(
     secret: &str,
     body: &[u8],
     timestamp: i64,
+    url: Option<&str>,
 ) -> Result<SignedRequest, KeyError> {
     let c = Compiled::new(config)?;
     let key = c.key(1, secret)?;
@@ -374,7 +407,8 @@ pub(super) fn sign(
         return Err(KeyError::CannotSign("the timestamp must not be negative"));
     }
     let ts = timestamp.to_string();
-    let tag = key.tag(&c.template.pieces(body, &ts));
+    let url = c.template.sign_url(url)?;
+    let tag = key.tag(&c.template.pieces(body, &ts, url));
     let value = format!(
         "{}{}",
         c.prefix.as_deref().unwrap_or(""),
@@ -467,6 +501,7 @@ pub(super) mod tests {
                 headers: &h,
                 body,
                 path_token: None,
+                url: None,
             },
             now,
         )
@@ -549,7 +584,14 @@ pub(super) mod tests {
             check(&v, &[("X-Hub-Signature-256", sig)], b"Hello, World?", 0).unwrap_err(),
             VerifyError::InvalidSignature
         );
-        let signed = sign(&github(), "It's a Secret to Everybody", b"Hello, World!", 0).unwrap();
+        let signed = sign(
+            &github(),
+            "It's a Secret to Everybody",
+            b"Hello, World!",
+            0,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             signed.headers,
             vec![("X-Hub-Signature-256".to_owned(), sig.to_owned())]
@@ -573,7 +615,14 @@ pub(super) mod tests {
                 VerifyError::TimestampOutOfTolerance
             );
         }
-        let signed = sign(&slack(), SLACK_SECRET, SLACK_BODY.as_bytes(), SLACK_TS).unwrap();
+        let signed = sign(
+            &slack(),
+            SLACK_SECRET,
+            SLACK_BODY.as_bytes(),
+            SLACK_TS,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             signed.headers[0],
             ("X-Slack-Signature".to_owned(), SLACK_SIG.to_owned())
@@ -638,7 +687,7 @@ pub(super) mod tests {
                     key_encoding,
                     ..config("X-Sig")
                 };
-                let signed = sign(&config, secret, b"body", 0).unwrap();
+                let signed = sign(&config, secret, b"body", 0, None).unwrap();
                 let v = verifier(config, &[secret]);
                 let (name, value) = &signed.headers[0];
                 assert!(check(&v, &[(name, value)], b"body", 0).is_ok());
@@ -723,7 +772,7 @@ pub(super) mod tests {
         for c in cases {
             let err = Verifier::new(&SchemeConfig::Hmac(c.clone()), &["k".into()]).unwrap_err();
             assert!(matches!(err, KeyError::Config(_)), "{c:?}");
-            assert!(sign(&c, "k", b"", 0).is_err());
+            assert!(sign(&c, "k", b"", 0, None).is_err());
         }
     }
 

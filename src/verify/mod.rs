@@ -14,7 +14,9 @@
 //! Submodules are referred to with relative paths only, so this directory
 //! also builds as a crate of its own.
 
+mod braintree;
 mod credentials;
+mod ed25519;
 mod hmac;
 mod mac;
 mod none;
@@ -22,6 +24,7 @@ mod path_token;
 mod standard_webhooks;
 mod stripe;
 mod timestamped;
+mod twilio;
 mod wire;
 
 use std::fmt;
@@ -29,13 +32,16 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use self::braintree::{signature_for as braintree_signature, BraintreeConfig};
 pub use self::credentials::{BasicConfig, BearerConfig, HeaderTokenConfig};
+pub use self::ed25519::Ed25519Config;
 pub use self::hmac::{HmacAlgorithm, HmacConfig, KeyEncoding, SignatureEncoding};
 pub use self::none::NoneConfig;
 pub use self::path_token::PathTokenConfig;
 pub use self::standard_webhooks::StandardWebhooksConfig;
 pub use self::stripe::StripeConfig;
 pub use self::timestamped::TimestampedConfig;
+pub use self::twilio::TwilioConfig;
 
 /// Case-insensitive header multimap built at the HTTP edge (values that are
 /// not valid UTF-8 are dropped by the caller).
@@ -86,6 +92,10 @@ pub struct RequestView<'a> {
     pub body: &'a [u8],
     /// The `{token}` segment of `POST /v1/webhooks/{source}/{token}`, if any.
     pub path_token: Option<&'a str>,
+    /// The URL the sender called, as the sender saw it (scheme, host, path,
+    /// query): the configured public URL behind a proxy. Only schemes that
+    /// sign the URL (Square, Twilio) read it.
+    pub url: Option<&'a str>,
 }
 
 /// Deserialized from the `[signature]` table of a provider.toml; `scheme` is
@@ -106,6 +116,12 @@ pub enum SchemeConfig {
     Bearer(BearerConfig),
     /// A named header carrying the secret verbatim.
     HeaderToken(HeaderTokenConfig),
+    /// An Ed25519 signature over a timestamp header and the body (Discord).
+    Ed25519(Ed25519Config),
+    /// Twilio's URL + sorted form parameters (or URL + body hash).
+    Twilio(TwilioConfig),
+    /// Braintree's `bt_signature` / `bt_payload` form fields.
+    Braintree(BraintreeConfig),
     /// Explicitly no authentication: every request verifies.
     None(NoneConfig),
 }
@@ -122,6 +138,9 @@ impl SchemeConfig {
             SchemeConfig::Basic(_) => "basic",
             SchemeConfig::Bearer(_) => "bearer",
             SchemeConfig::HeaderToken(_) => "header-token",
+            SchemeConfig::Ed25519(_) => "ed25519",
+            SchemeConfig::Twilio(_) => "twilio",
+            SchemeConfig::Braintree(_) => "braintree",
             SchemeConfig::None(_) => "none",
         }
     }
@@ -142,6 +161,9 @@ impl SchemeConfig {
                 | SchemeConfig::StandardWebhooks(_)
                 | SchemeConfig::Hmac(_)
                 | SchemeConfig::TimestampedHmac(_)
+                | SchemeConfig::Ed25519(_)
+                | SchemeConfig::Twilio(_)
+                | SchemeConfig::Braintree(_)
         )
     }
 
@@ -247,6 +269,9 @@ enum Inner {
     Timestamped(timestamped::TimestampedVerifier),
     PathToken(path_token::PathTokenVerifier),
     Credentials(credentials::CredentialsVerifier),
+    Ed25519(ed25519::Ed25519Verifier),
+    Twilio(twilio::TwilioVerifier),
+    Braintree(braintree::BraintreeVerifier),
     None,
 }
 
@@ -259,30 +284,36 @@ impl Verifier {
             return Err(KeyError::NoSecrets);
         }
         let secrets: Vec<&str> = secrets.iter().map(|s| s.expose_secret()).collect();
-        let inner =
-            match scheme {
-                SchemeConfig::Stripe(c) => Inner::Stripe(stripe::StripeVerifier::new(c, &secrets)?),
-                SchemeConfig::StandardWebhooks(c) => Inner::StandardWebhooks(
-                    standard_webhooks::StandardWebhooksVerifier::new(c, &secrets)?,
-                ),
-                SchemeConfig::Hmac(c) => Inner::Hmac(hmac::HmacVerifier::new(c, &secrets)?),
-                SchemeConfig::TimestampedHmac(c) => {
-                    Inner::Timestamped(timestamped::TimestampedVerifier::new(c, &secrets)?)
-                }
-                SchemeConfig::PathToken(c) => {
-                    Inner::PathToken(path_token::PathTokenVerifier::new(c, &secrets)?)
-                }
-                SchemeConfig::Basic(c) => Inner::Credentials(
-                    credentials::CredentialsVerifier::new(credentials::Kind::basic(c), &secrets)?,
-                ),
-                SchemeConfig::Bearer(c) => Inner::Credentials(
-                    credentials::CredentialsVerifier::new(credentials::Kind::bearer(c), &secrets)?,
-                ),
-                SchemeConfig::HeaderToken(c) => Inner::Credentials(
-                    credentials::CredentialsVerifier::new(credentials::Kind::header(c)?, &secrets)?,
-                ),
-                SchemeConfig::None(_) => Inner::None,
-            };
+        let inner = match scheme {
+            SchemeConfig::Stripe(c) => Inner::Stripe(stripe::StripeVerifier::new(c, &secrets)?),
+            SchemeConfig::StandardWebhooks(c) => Inner::StandardWebhooks(
+                standard_webhooks::StandardWebhooksVerifier::new(c, &secrets)?,
+            ),
+            SchemeConfig::Hmac(c) => Inner::Hmac(hmac::HmacVerifier::new(c, &secrets)?),
+            SchemeConfig::TimestampedHmac(c) => {
+                Inner::Timestamped(timestamped::TimestampedVerifier::new(c, &secrets)?)
+            }
+            SchemeConfig::PathToken(c) => {
+                Inner::PathToken(path_token::PathTokenVerifier::new(c, &secrets)?)
+            }
+            SchemeConfig::Basic(c) => Inner::Credentials(credentials::CredentialsVerifier::new(
+                credentials::Kind::basic(c),
+                &secrets,
+            )?),
+            SchemeConfig::Bearer(c) => Inner::Credentials(credentials::CredentialsVerifier::new(
+                credentials::Kind::bearer(c),
+                &secrets,
+            )?),
+            SchemeConfig::HeaderToken(c) => Inner::Credentials(
+                credentials::CredentialsVerifier::new(credentials::Kind::header(c)?, &secrets)?,
+            ),
+            SchemeConfig::Ed25519(c) => Inner::Ed25519(ed25519::Ed25519Verifier::new(c, &secrets)?),
+            SchemeConfig::Twilio(c) => Inner::Twilio(twilio::TwilioVerifier::new(c, &secrets)?),
+            SchemeConfig::Braintree(c) => {
+                Inner::Braintree(braintree::BraintreeVerifier::new(c, &secrets)?)
+            }
+            SchemeConfig::None(_) => Inner::None,
+        };
         Ok(Verifier { inner })
     }
 
@@ -296,7 +327,20 @@ impl Verifier {
             Inner::Timestamped(v) => v.verify(req, now_unix),
             Inner::PathToken(v) => v.verify(req),
             Inner::Credentials(v) => v.verify(req),
+            Inner::Ed25519(v) => v.verify(req, now_unix),
+            Inner::Twilio(v) => v.verify(req),
+            Inner::Braintree(v) => v.verify(req),
             Inner::None => none::verify(req),
+        }
+    }
+
+    /// The answer to a sender's verification handshake that is part of the
+    /// scheme (Braintree's `bt_challenge`), or `None` when the scheme has
+    /// none or the challenge is malformed.
+    pub fn challenge(&self, challenge: &str) -> Option<String> {
+        match &self.inner {
+            Inner::Braintree(v) => v.challenge(challenge),
+            _ => None,
         }
     }
 
@@ -309,6 +353,9 @@ impl Verifier {
             Inner::Timestamped(_) => "timestamped-hmac",
             Inner::PathToken(_) => "path-token",
             Inner::Credentials(v) => v.scheme_name(),
+            Inner::Ed25519(_) => "ed25519",
+            Inner::Twilio(_) => "twilio",
+            Inner::Braintree(_) => "braintree",
             Inner::None => "none",
         }
     }
@@ -321,6 +368,9 @@ impl Verifier {
             Inner::Timestamped(v) => v.key_count(),
             Inner::PathToken(v) => v.key_count(),
             Inner::Credentials(v) => v.key_count(),
+            Inner::Ed25519(v) => v.key_count(),
+            Inner::Twilio(v) => v.key_count(),
+            Inner::Braintree(v) => v.key_count(),
             Inner::None => 0,
         }
     }
@@ -344,10 +394,22 @@ pub struct SignedRequest {
     pub path_token: Option<String>,
 }
 
+/// What a sender signs, besides its secret.
+#[derive(Debug, Clone, Copy)]
+pub struct SignInput<'a> {
+    pub body: &'a [u8],
+    pub timestamp: i64,
+    /// Used only by schemes that sign a message id (Standard Webhooks).
+    pub id: &'a str,
+    /// The URL the request goes to; needed by schemes that sign it.
+    pub url: Option<&'a str>,
+}
+
 /// Signs `body` the way a sender using `scheme` and `secret` would. `id` is
 /// used only by schemes that sign a message id (Standard Webhooks). For the
 /// static-credential schemes "signing" is attaching the credential; for
-/// `none` it adds nothing and `secret` is ignored.
+/// `none` it adds nothing and `secret` is ignored. Schemes that sign the
+/// URL need [`sign_request`].
 pub fn sign(
     scheme: &SchemeConfig,
     secret: &str,
@@ -355,17 +417,44 @@ pub fn sign(
     timestamp: i64,
     id: &str,
 ) -> Result<SignedRequest, KeyError> {
+    sign_request(
+        scheme,
+        secret,
+        &SignInput {
+            body,
+            timestamp,
+            id,
+            url: None,
+        },
+    )
+}
+
+/// [`sign`] with every input a scheme may sign.
+pub fn sign_request(
+    scheme: &SchemeConfig,
+    secret: &str,
+    input: &SignInput<'_>,
+) -> Result<SignedRequest, KeyError> {
+    let SignInput {
+        body,
+        timestamp,
+        id,
+        url,
+    } = *input;
     match scheme {
         SchemeConfig::Stripe(c) => stripe::sign(c, secret, body, timestamp),
         SchemeConfig::StandardWebhooks(c) => {
             standard_webhooks::sign(c, secret, body, timestamp, id)
         }
-        SchemeConfig::Hmac(c) => hmac::sign(c, secret, body, timestamp),
-        SchemeConfig::TimestampedHmac(c) => timestamped::sign(c, secret, body, timestamp),
+        SchemeConfig::Hmac(c) => hmac::sign(c, secret, body, timestamp, url),
+        SchemeConfig::TimestampedHmac(c) => timestamped::sign(c, secret, body, timestamp, url),
         SchemeConfig::PathToken(c) => path_token::sign(c, secret),
         SchemeConfig::Basic(c) => credentials::sign(credentials::Kind::basic(c), secret),
         SchemeConfig::Bearer(c) => credentials::sign(credentials::Kind::bearer(c), secret),
         SchemeConfig::HeaderToken(c) => credentials::sign(credentials::Kind::header(c)?, secret),
+        SchemeConfig::Ed25519(c) => ed25519::sign(c, secret, body, timestamp, url),
+        SchemeConfig::Twilio(_) => twilio::sign(secret, body, url),
+        SchemeConfig::Braintree(_) => braintree::sign(),
         SchemeConfig::None(_) => Ok(none::sign()),
     }
 }

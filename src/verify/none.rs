@@ -48,6 +48,7 @@ mod tests {
                 headers: &h,
                 body: b"anything",
                 path_token: token,
+                url: None,
             },
             i64::MIN,
         )

@@ -117,6 +117,7 @@ mod tests {
                 headers: &Headers::new(),
                 body: b"{}",
                 path_token: token,
+                url: None,
             },
             0,
         )

@@ -43,6 +43,7 @@ fn verify_with(
             headers: &h,
             body,
             path_token: None,
+            url: None,
         },
         now,
     )
@@ -239,4 +240,150 @@ fn provider_shopify_sdk_vector_verifies() {
         body,
         0,
     );
+}
+
+/// Verify with a URL, for the schemes that sign it.
+fn verify_at(
+    scheme: &SchemeConfig,
+    secret: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    url: &str,
+) -> Result<Verified, VerifyError> {
+    let v = Verifier::new(scheme, &[SecretString::from(secret.to_owned())]).unwrap();
+    let mut h = Headers::new();
+    for (n, val) in headers {
+        h.push(n, val);
+    }
+    v.verify(
+        &RequestView {
+            headers: &h,
+            body,
+            path_token: None,
+            url: Some(url),
+        },
+        0,
+    )
+}
+
+#[test]
+fn provider_square_sdk_vectors_verify_with_the_url_only() {
+    // square/square-python-sdk legacy/tests/utilities/test_webhooks_helper.py;
+    // the first also accepted by PyPI squareup 46.0.0.20260916
+    // `square.utils.webhooks_helper.verify_signature`.
+    let scheme = scheme_of(include_str!("../../providers/square/provider.toml"));
+    let header = "x-square-hmacsha256-signature";
+    let body = include_bytes!("../../providers/square/fixtures/webhooks.test_notification.json");
+    let url = "https://webhook.site/679a4f3a-dcfa-49ee-bac5-9d0edad886b9";
+    let sig = "GF4YkrJgGBDZ9NIYbNXBnMzqb2HoL4RW/S6vkZ9/2N4=";
+    assert!(verify_at(
+        &scheme,
+        "Ibxx_5AKakO-3qeNVR61Dw",
+        &[(header, sig)],
+        body,
+        url
+    )
+    .is_ok());
+    // Another URL (a proxy's view of it), another key, or no URL at all fail.
+    assert!(verify_at(
+        &scheme,
+        "Ibxx_5AKakO-3qeNVR61Dw",
+        &[(header, sig)],
+        body,
+        "https://webhook.site/other"
+    )
+    .is_err());
+    assert!(verify_at(&scheme, "other", &[(header, sig)], body, url).is_err());
+    assert!(verify_with(
+        &scheme,
+        &["Ibxx_5AKakO-3qeNVR61Dw"],
+        &[(header, sig)],
+        body,
+        0
+    )
+    .is_err());
+    assert!(verify_at(
+        &scheme,
+        "signature-key",
+        &[(header, "Cxt7+aTi4rKgcA0bC4g9EHdVtLSDWdqccmL5MvihU4U=")],
+        br#"{"data":{"type":"webhooks","id":">id<"}}"#,
+        "https://webhook.site/webhooks"
+    )
+    .is_ok());
+    let signed = sign_request(
+        &scheme,
+        "Ibxx_5AKakO-3qeNVR61Dw",
+        &SignInput {
+            body,
+            timestamp: 0,
+            id: "",
+            url: Some(url),
+        },
+    )
+    .unwrap();
+    assert_eq!(signed.headers[0].1, sig);
+    assert!(
+        sign(&scheme, "k", body, 0, "").is_err(),
+        "signing the URL needs one"
+    );
+}
+
+#[test]
+fn provider_slack_sdk_vector_verifies() {
+    // python-slack-sdk tests/slack_sdk/signature/test_signature_verifier.py.
+    let scheme = scheme_of(include_str!("../../providers/slack/provider.toml"));
+    let body = include_bytes!("../../providers/slack/fixtures/slash_command.form");
+    let headers = [
+        (
+            "X-Slack-Signature",
+            "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503",
+        ),
+        ("X-Slack-Request-Timestamp", "1531420618"),
+    ];
+    assert!(verify_with(
+        &scheme,
+        &["8f742231b10e8888abcd99yyyzzz85a5"],
+        &headers,
+        body,
+        1531420618
+    )
+    .is_ok());
+    assert_eq!(
+        verify_with(
+            &scheme,
+            &["8f742231b10e8888abcd99yyyzzz85a5"],
+            &headers,
+            body,
+            1531420618 + 301
+        )
+        .unwrap_err(),
+        VerifyError::TimestampOutOfTolerance
+    );
+    assert!(verify_with(&scheme, &["other"], &headers, body, 1531420618).is_err());
+}
+
+#[test]
+fn provider_twilio_braintree_discord_definitions_verify_sdk_values() {
+    // The scheme modules test the vectors in depth; this checks the provider
+    // definitions select them.
+    let twilio = scheme_of(include_str!("../../providers/twilio/provider.toml"));
+    assert!(verify_at(
+        &twilio,
+        "12345",
+        &[("X-Twilio-Signature", "RSOYDt4T1cUTdK1PDd93/VVr8B8=")],
+        include_bytes!("../../providers/twilio/fixtures/gather.form"),
+        "https://mycompany.com/myapp.php?foo=1&bar=2"
+    )
+    .is_ok());
+    let braintree = scheme_of(include_str!("../../providers/braintree/provider.toml"));
+    assert!(verify_with(
+        &braintree,
+        &["hookgate_public_key:hookgate_private_key"],
+        &[],
+        include_bytes!("../../providers/braintree/fixtures/subscription_charged_successfully.form"),
+        0
+    )
+    .is_ok());
+    let discord = scheme_of(include_str!("../../providers/discord/provider.toml"));
+    assert_eq!(discord.name(), "ed25519");
 }

@@ -346,6 +346,7 @@ pub(super) mod tests {
                 headers: &headers,
                 body,
                 path_token: None,
+                url: None,
             },
             now,
         )
@@ -483,6 +484,7 @@ pub(super) mod tests {
             headers: &headers,
             body: BODY,
             path_token: None,
+            url: None,
         };
         assert_eq!(
             v.verify(&req, TS).unwrap_err(),
@@ -509,6 +511,7 @@ pub(super) mod tests {
                 headers: &headers,
                 body: BODY,
                 path_token: None,
+                url: None,
             };
             let result = v.verify(&req, TS);
             if skip == all.len() {
@@ -522,6 +525,7 @@ pub(super) mod tests {
             headers: &empty,
             body: BODY,
             path_token: None,
+            url: None,
         };
         assert_eq!(
             v.verify(&req, TS).unwrap_err(),

@@ -114,7 +114,7 @@ pub(super) fn sign(
     timestamp: i64,
 ) -> Result<SignedRequest, KeyError> {
     let key = key(1, secret)?;
-    Compiled::new(&config.timestamped())?.sign(&key, body, timestamp)
+    Compiled::new(&config.timestamped())?.sign(&key, body, timestamp, None)
 }
 
 #[cfg(test)]
@@ -163,6 +163,7 @@ mod tests {
                 headers: &headers,
                 body,
                 path_token: None,
+                url: None,
             },
             now,
         )
@@ -350,6 +351,7 @@ mod tests {
             headers: &headers,
             body: b"{}",
             path_token: None,
+            url: None,
         };
         assert!(v.verify(&req, 1_700_000_000).is_ok());
     }

@@ -91,6 +91,7 @@ fn verify_signed(
             headers: &headers,
             body,
             path_token: signed.path_token.as_deref(),
+            url: None,
         },
         now,
     )
@@ -457,6 +458,7 @@ proptest! {
             headers: &headers,
             body: &body,
             path_token: token.as_deref(),
+            url: None,
         };
         for (scheme, secret) in schemes().into_iter().filter(|(s, _)| s.needs_secrets()) {
             let v = Verifier::new(&scheme, &[SecretString::from(secret)]).unwrap();

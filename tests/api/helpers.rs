@@ -236,6 +236,8 @@ pub fn settings_for(dir: &Path, db_url: &str, spawn: &Spawn) -> Settings {
             on_schema_violation: s.on_schema_violation,
             max_body_bytes: None,
             allow_ips: Vec::new(),
+            auth: None,
+            public_url: None,
         })
         .collect();
     settings
@@ -326,7 +328,32 @@ pub fn signed(
     timestamp: i64,
     id: &str,
 ) -> Outgoing {
-    let signed = verify::sign(&scheme(provider), secret, body, timestamp, id).unwrap();
+    signed_for_url(source, provider, secret, body, timestamp, id, None)
+}
+
+/// [`signed`] for schemes that sign the URL: `base` is the app's address
+/// (`http://127.0.0.1:PORT`), the URL signed is `base` + the path.
+pub fn signed_for_url(
+    source: &str,
+    provider: &str,
+    secret: &str,
+    body: &[u8],
+    timestamp: i64,
+    id: &str,
+    base: Option<&str>,
+) -> Outgoing {
+    let url = base.map(|b| format!("{b}/v1/webhooks/{source}"));
+    let signed = verify::sign_request(
+        &scheme(provider),
+        secret,
+        &verify::SignInput {
+            body,
+            timestamp,
+            id,
+            url: url.as_deref(),
+        },
+    )
+    .unwrap();
     let path = match &signed.path_token {
         Some(token) => format!("/v1/webhooks/{source}/{token}"),
         None => format!("/v1/webhooks/{source}"),
@@ -343,6 +370,9 @@ pub fn signed(
 pub struct Reply {
     pub status: u16,
     pub json: Value,
+    /// The raw body, for replies that are not JSON (a provider's own ack).
+    pub text: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -372,8 +402,15 @@ impl TestApp {
             }
         };
         let status = response.status().as_u16();
-        let json = response.json().await.unwrap_or(Value::Null);
-        Reply { status, json }
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            json,
+            text,
+            headers,
+        }
     }
 
     /// `send` and assert the status, returning the JSON body.
