@@ -305,9 +305,11 @@ impl Provider {
                     self.extract_one(payload, item, &bytes, headers, Some(i), lenient)
                 })
                 .collect(),
-            _ if lenient => Ok(vec![self.extract_one(
-                payload, payload, raw_body, headers, None, true,
-            )?]),
+            _ if lenient => {
+                Ok(vec![self.extract_one(
+                    payload, payload, raw_body, headers, None, true,
+                )?])
+            }
             _ => Err(ExtractError(format!(
                 "{items_ptr} must be a non-empty array of events"
             ))),
@@ -674,7 +676,11 @@ payload_fields = ["/groupKey"]"#,
             true,
         )
         .unwrap();
-        provider(id, Some(Locator::Pointer("/status".into())), Some("/alerts"))
+        provider(
+            id,
+            Some(Locator::Pointer("/status".into())),
+            Some("/alerts"),
+        )
     }
 
     fn ids(p: &Provider, payload: &Value, lenient: bool) -> Result<Vec<String>, ExtractError> {
@@ -715,7 +721,10 @@ payload_fields = ["/groupKey"]"#,
     fn derived_fields_id_needs_every_field_unless_lenient() {
         let p = am_provider();
         let mut missing = batch();
-        missing["alerts"][1].as_object_mut().unwrap().remove("fingerprint");
+        missing["alerts"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("fingerprint");
         let err = ids(&p, &missing, false).unwrap_err();
         assert!(err.0.contains("/fingerprint"), "{}", err.0);
         // Lenient (quarantine) falls back to the item's bytes.
@@ -728,7 +737,11 @@ payload_fields = ["/groupKey"]"#,
 
     #[test]
     fn derived_fields_on_a_single_event_payload() {
-        let id = locator("derive = \"sha256\"\nfields = [\"/monitor\", \"/state\"]", true).unwrap();
+        let id = locator(
+            "derive = \"sha256\"\nfields = [\"/monitor\", \"/state\"]",
+            true,
+        )
+        .unwrap();
         let p = provider(id, None, None);
         let a = ids(&p, &json!({"monitor": 7, "state": "down", "at": 1}), false).unwrap();
         let b = ids(&p, &json!({"monitor": 7, "state": "down", "at": 2}), false).unwrap();
@@ -740,13 +753,33 @@ payload_fields = ["/groupKey"]"#,
     #[test]
     fn locator_file_rejects_misused_derive_fields_and_pointers() {
         for (text, derive, what) in [
-            ("pointer = \"/id\"\nfields = [\"/a\"]", true, "go with `derive"),
-            ("derive = \"sha256\"\nfields = []", true, "must not both be empty"),
-            ("derive = \"sha256\"\nfields = [\"a\"]", true, "must start with '/'"),
-            ("derive = \"sha256\"\nfields = [\"/a\"]", false, "not supported"),
+            (
+                "pointer = \"/id\"\nfields = [\"/a\"]",
+                true,
+                "go with `derive",
+            ),
+            (
+                "derive = \"sha256\"\nfields = []",
+                true,
+                "must not both be empty",
+            ),
+            (
+                "derive = \"sha256\"\nfields = [\"a\"]",
+                true,
+                "must start with '/'",
+            ),
+            (
+                "derive = \"sha256\"\nfields = [\"/a\"]",
+                false,
+                "not supported",
+            ),
             ("pointers = []", false, "must not be empty"),
             ("pointers = [\"/a\", \"b\"]", false, "must start with '/'"),
-            ("pointers = [\"/a\"]\npointer = \"/b\"", false, "exactly one"),
+            (
+                "pointers = [\"/a\"]\npointer = \"/b\"",
+                false,
+                "exactly one",
+            ),
         ] {
             let err = locator(text, derive).unwrap_err();
             assert!(err.contains(what), "{text}: {err}");
@@ -755,8 +788,11 @@ payload_fields = ["/groupKey"]"#,
 
     #[test]
     fn pointers_locator_takes_the_first_value_found_and_type_may_be_absent() {
-        let loc = locator("pointers = [\"/incident/status\", \"/component_update/new_status\"]", false)
-            .unwrap();
+        let loc = locator(
+            "pointers = [\"/incident/status\", \"/component_update/new_status\"]",
+            false,
+        )
+        .unwrap();
         let p = provider(Locator::Sha256, Some(loc), None);
         let types = |v: Value| {
             let body = serde_json::to_vec(&v).unwrap();
@@ -764,9 +800,13 @@ payload_fields = ["/groupKey"]"#,
                 .provider_event_type
                 .clone()
         };
-        assert_eq!(types(json!({"incident": {"status": "investigating"}})).as_deref(), Some("investigating"));
         assert_eq!(
-            types(json!({"incident": null, "component_update": {"new_status": "major_outage"}})).as_deref(),
+            types(json!({"incident": {"status": "investigating"}})).as_deref(),
+            Some("investigating")
+        );
+        assert_eq!(
+            types(json!({"incident": null, "component_update": {"new_status": "major_outage"}}))
+                .as_deref(),
             Some("major_outage")
         );
         assert_eq!(types(json!({"page": {}})), None);

@@ -359,9 +359,7 @@ impl HmacVerifier {
         }
         // An optional timestamp that is absent: the sender signs the
         // alternative content, which has no timestamp to check.
-        let timestamp_absent = |header: &str| {
-            !matches!(req.headers.get(header).map(str::trim), Some(v) if !v.is_empty())
-        };
+        let timestamp_absent = |header: &str| !matches!(req.headers.get(header).map(str::trim), Some(v) if !v.is_empty());
         let (template, timestamp) = match (&c.timestamp, &c.without_timestamp) {
             (Some((header, _)), Some(without)) if timestamp_absent(header) => (without, None),
             (Some((header, tolerance)), _) => {
@@ -831,8 +829,18 @@ pub(super) mod tests {
         // is checked.
         let plain = sign(&config("X-Sig"), "k", body, 0).unwrap();
         let sig = plain.headers[0].1.as_str();
-        assert_eq!(check(&v, &[("X-Sig", sig)], body, 99_999).unwrap().timestamp, None);
-        assert_eq!(check(&v, &[("X-Sig", sig), ("X-Ts", " ")], body, 0).unwrap().timestamp, None);
+        assert_eq!(
+            check(&v, &[("X-Sig", sig)], body, 99_999)
+                .unwrap()
+                .timestamp,
+            None
+        );
+        assert_eq!(
+            check(&v, &[("X-Sig", sig), ("X-Ts", " ")], body, 0)
+                .unwrap()
+                .timestamp,
+            None
+        );
         // A timestamped signature does not verify once its header is
         // dropped, nor a plain one once a header is added.
         assert_eq!(

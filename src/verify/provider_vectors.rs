@@ -361,14 +361,22 @@ fn provider_svix_vectors_verify_with_svix_headers() {
     ];
     for (id, ts, body, sig) in cases {
         let now: i64 = ts.parse().unwrap();
-        let headers = [("svix-id", id), ("svix-timestamp", ts), ("svix-signature", sig)];
+        let headers = [
+            ("svix-id", id),
+            ("svix-timestamp", ts),
+            ("svix-signature", sig),
+        ];
         let ok = verify_with(&scheme, &[secret], &headers, body, now).unwrap();
         assert_eq!(ok.timestamp, Some(now));
         assert_eq!(
             verify_with(&scheme, &[secret], &headers, body, now + 301).unwrap_err(),
             VerifyError::TimestampOutOfTolerance
         );
-        let other_id = [("svix-id", "msg_other"), ("svix-timestamp", ts), ("svix-signature", sig)];
+        let other_id = [
+            ("svix-id", "msg_other"),
+            ("svix-timestamp", ts),
+            ("svix-signature", sig),
+        ];
         assert_eq!(
             verify_with(&scheme, &[secret], &other_id, body, now).unwrap_err(),
             VerifyError::InvalidSignature
