@@ -58,8 +58,10 @@ struct SchemaFile {
 #[serde(deny_unknown_fields)]
 struct EventFile {
     id: LocatorFile,
+    /// Absent for a sender whose payload format is not documented: every
+    /// delivery is stored without a type (and so without catalog events).
     #[serde(rename = "type")]
-    event_type: LocatorFile,
+    event_type: Option<LocatorFile>,
     occurred_at: Option<LocatorFile>,
     items: Option<String>,
 }
@@ -68,7 +70,8 @@ struct EventFile {
 #[serde(deny_unknown_fields)]
 struct LocatorFile {
     pointer: Option<String>,
-    /// Several pointers, the first present wins (payloads of several shapes).
+    /// The first of these pointers that finds a value (payloads of several
+    /// shapes, e.g. Statuspage's incident and component updates).
     pointers: Option<Vec<String>>,
     header: Option<String>,
     headers: Option<Vec<String>>,
@@ -76,6 +79,12 @@ struct LocatorFile {
     /// For the event id: `"sha256"` when the located id is absent (a
     /// handshake or a payload shape without one).
     fallback: Option<String>,
+    /// With `derive = "sha256"`: hash these fields of the event (the batch
+    /// item, or the whole payload) instead of the raw bytes.
+    fields: Option<Vec<String>>,
+    /// With `derive = "sha256"` in a batch: fields of the whole payload (the
+    /// envelope around the items) that go into the hash too.
+    payload_fields: Option<Vec<String>>,
     format: Option<TimeFormat>,
 }
 
@@ -91,13 +100,24 @@ pub enum TimeFormat {
 #[derive(Debug, Clone)]
 pub enum Locator {
     Pointer(String),
-    /// The first of these pointers that is present.
+    /// The first of these pointers that finds a non-null value.
     Pointers(Vec<String>),
     /// The first of these headers that is present.
     Headers(Vec<String>),
     /// SHA-256 of the raw body (or of the batch item), for senders that
     /// don't send an id.
     Sha256,
+    /// SHA-256 of chosen fields, for senders that send no id but whose
+    /// events are identified by a few fields (Alertmanager: the group key,
+    /// the alert's fingerprint, status and start). Unlike [`Locator::Sha256`]
+    /// it ignores fields that change on every resend (timestamps of the
+    /// notification itself, an updated `endsAt`), so a resend dedupes.
+    Fields {
+        /// Pointers into the event (the batch item, or the whole payload).
+        fields: Vec<String>,
+        /// Pointers into the whole payload, for batches.
+        payload_fields: Vec<String>,
+    },
 }
 
 impl Locator {
@@ -121,19 +141,25 @@ impl Locator {
         if f.fallback.is_some() {
             return Err(format!("{field}.fallback: only event.id takes a fallback"));
         }
-        if let Some(ps) = f.pointers {
-            if ps.is_empty() || ps.iter().any(|p| !p.starts_with('/')) {
-                return Err(format!(
-                    "{field}.pointers: give JSON pointers, each starting with '/'"
-                ));
-            }
-            return Ok(Locator::Pointers(ps));
+        if (f.fields.is_some() || f.payload_fields.is_some()) && f.derive.is_none() {
+            return Err(format!(
+                "{field}: `fields` and `payload_fields` go with `derive = \"sha256\"`"
+            ));
         }
         if let Some(p) = f.pointer {
             if !p.starts_with('/') {
                 return Err(format!("{field}.pointer: {p:?} must start with '/'"));
             }
             return Ok(Locator::Pointer(p));
+        }
+        if let Some(ps) = f.pointers {
+            if ps.is_empty() {
+                return Err(format!("{field}.pointers: must not be empty"));
+            }
+            if let Some(p) = ps.iter().find(|p| !p.starts_with('/')) {
+                return Err(format!("{field}.pointers: {p:?} must start with '/'"));
+            }
+            return Ok(Locator::Pointers(ps));
         }
         if let Some(h) = f.header {
             return Ok(Locator::Headers(vec![h]));
@@ -144,7 +170,26 @@ impl Locator {
             }
             return Ok(Locator::Headers(hs));
         }
+        let derive_fields = f.fields.is_some() || f.payload_fields.is_some();
         match f.derive.as_deref() {
+            Some("sha256") if allow_derive && derive_fields => {
+                let fields = f.fields.unwrap_or_default();
+                let payload_fields = f.payload_fields.unwrap_or_default();
+                if fields.is_empty() && payload_fields.is_empty() {
+                    return Err(format!(
+                        "{field}: `fields` / `payload_fields` must not both be empty"
+                    ));
+                }
+                for p in fields.iter().chain(&payload_fields) {
+                    if !p.starts_with('/') {
+                        return Err(format!("{field}.fields: {p:?} must start with '/'"));
+                    }
+                }
+                Ok(Locator::Fields {
+                    fields,
+                    payload_fields,
+                })
+            }
             Some("sha256") if allow_derive => Ok(Locator::Sha256),
             Some(other) => Err(format!(
                 "{field}.derive: {other:?} is not supported here (only \"sha256\", for the event id)"
@@ -159,7 +204,9 @@ pub struct EventSpec {
     pub id: Locator,
     /// Derive the id from the body's SHA-256 when `id` finds nothing.
     pub id_fallback_sha256: bool,
-    pub event_type: Locator,
+    /// `None`: the provider's payload format is not documented, so no type
+    /// is read.
+    pub event_type: Option<Locator>,
     pub occurred_at: Option<(Locator, TimeFormat)>,
     /// Pointer to the array of provider events in a batch payload.
     pub items: Option<String>,
@@ -298,9 +345,9 @@ impl Provider {
         lenient: bool,
     ) -> Result<Vec<ExtractedEvent>, ExtractError> {
         let Some(items_ptr) = &self.event.items else {
-            return Ok(vec![
-                self.extract_one(payload, raw_body, headers, None, lenient)?
-            ]);
+            return Ok(vec![self.extract_one(
+                payload, payload, raw_body, headers, None, lenient,
+            )?]);
         };
         match payload.pointer(items_ptr) {
             Some(Value::Array(items)) if !items.is_empty() => items
@@ -308,12 +355,14 @@ impl Provider {
                 .enumerate()
                 .map(|(i, item)| {
                     let bytes = serde_json::to_vec(item).unwrap_or_default();
-                    self.extract_one(item, &bytes, headers, Some(i), lenient)
+                    self.extract_one(payload, item, &bytes, headers, Some(i), lenient)
                 })
                 .collect(),
-            _ if lenient => Ok(vec![
-                self.extract_one(payload, raw_body, headers, None, true)?
-            ]),
+            _ if lenient => {
+                Ok(vec![self.extract_one(
+                    payload, payload, raw_body, headers, None, true,
+                )?])
+            }
             _ => Err(ExtractError(format!(
                 "{items_ptr} must be a non-empty array of events"
             ))),
@@ -322,6 +371,7 @@ impl Provider {
 
     fn extract_one(
         &self,
+        payload: &Value,
         item: &Value,
         raw: &[u8],
         headers: &Headers,
@@ -331,6 +381,10 @@ impl Provider {
         let derived = || format!("sha256:{}", hex::encode(Sha256::digest(raw)));
         let id = match &self.event.id {
             Locator::Sha256 => Some(derived()),
+            Locator::Fields {
+                fields,
+                payload_fields,
+            } => derive_from_fields(payload, payload_fields, item, fields),
             other => locate_text(other, item, headers),
         };
         let provider_event_id = match id {
@@ -349,8 +403,12 @@ impl Provider {
             }
             _ => derived(),
         };
-        let provider_event_type =
-            locate_text(&self.event.event_type, item, headers).map(|t| truncate(t, MAX_ID_LEN));
+        let provider_event_type = self
+            .event
+            .event_type
+            .as_ref()
+            .and_then(|loc| locate_text(loc, item, headers))
+            .map(|t| truncate(t, MAX_ID_LEN));
         let occurred_at = self
             .event
             .occurred_at
@@ -382,7 +440,38 @@ fn describe(loc: &Locator) -> String {
         Locator::Pointers(ps) => ps.join(" or "),
         Locator::Headers(h) => format!("header {}", h.join(" or ")),
         Locator::Sha256 => "sha256(body)".into(),
+        Locator::Fields {
+            fields,
+            payload_fields,
+        } => format!(
+            "sha256 of {}",
+            payload_fields
+                .iter()
+                .map(|p| format!("payload {p}"))
+                .chain(fields.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
+}
+
+/// `sha256:<hex>` of the JSON array of the fields' values (payload fields
+/// first, each in its listed order); `None` when one of them is absent or
+/// null, since a key missing a part could merge distinct events.
+fn derive_from_fields(
+    payload: &Value,
+    payload_fields: &[String],
+    item: &Value,
+    fields: &[String],
+) -> Option<String> {
+    let values = payload_fields
+        .iter()
+        .map(|p| payload.pointer(p))
+        .chain(fields.iter().map(|p| item.pointer(p)))
+        .map(|v| v.filter(|v| !v.is_null()).cloned())
+        .collect::<Option<Vec<Value>>>()?;
+    let canonical = serde_json::to_vec(&values).ok()?;
+    Some(format!("sha256:{}", hex::encode(Sha256::digest(canonical))))
 }
 
 fn locate<'a>(loc: &Locator, item: &'a Value, headers: &'a Headers) -> Option<LocatedValue<'a>> {
@@ -399,7 +488,7 @@ fn locate<'a>(loc: &Locator, item: &'a Value, headers: &'a Headers) -> Option<Lo
             .iter()
             .find_map(|n| headers.get(n))
             .map(LocatedValue::Text),
-        Locator::Sha256 => None,
+        Locator::Sha256 | Locator::Fields { .. } => None,
     }
 }
 
@@ -553,7 +642,11 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
     let event = EventSpec {
         id: Locator::from_file(id_file, "event.id", true).map_err(|m| fail(&file, m))?,
         id_fallback_sha256,
-        event_type: Locator::from_file(parsed.event.event_type, "event.type", false)
+        event_type: parsed
+            .event
+            .event_type
+            .map(|l| Locator::from_file(l, "event.type", false))
+            .transpose()
             .map_err(|m| fail(&file, m))?,
         occurred_at,
         items: parsed.event.items,
@@ -602,4 +695,200 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         reply,
         dir: dir.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::NoneConfig;
+    use serde_json::json;
+
+    fn locator(toml_text: &str, allow_derive: bool) -> Result<Locator, String> {
+        let f: LocatorFile = toml::from_str(toml_text).unwrap();
+        Locator::from_file(f, "event.id", allow_derive)
+    }
+
+    fn provider(id: Locator, event_type: Option<Locator>, items: Option<&str>) -> Provider {
+        Provider {
+            name: "test".into(),
+            category: Category::Monitoring,
+            description: String::new(),
+            docs: None,
+            content_types: vec!["application/json".into()],
+            scheme: SchemeConfig::None(NoneConfig {}),
+            event: EventSpec {
+                id,
+                id_fallback_sha256: false,
+                event_type,
+                occurred_at: None,
+                items: items.map(str::to_owned),
+            },
+            schema: None,
+            mapping: Mapping::default(),
+            body: BodySpec::default(),
+            reply: ReplySpec::default(),
+            dir: PathBuf::new(),
+        }
+    }
+
+    fn batch() -> Value {
+        json!({
+            "groupKey": "{}:{alertname=\"Down\"}",
+            "alerts": [
+                {"status": "firing", "fingerprint": "aa", "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2026-01-01T00:05:00Z"},
+                {"status": "firing", "fingerprint": "bb", "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2026-01-01T00:05:00Z"}
+            ]
+        })
+    }
+
+    fn am_provider() -> Provider {
+        let id = locator(
+            r#"derive = "sha256"
+fields = ["/fingerprint", "/status", "/startsAt"]
+payload_fields = ["/groupKey"]"#,
+            true,
+        )
+        .unwrap();
+        provider(
+            id,
+            Some(Locator::Pointer("/status".into())),
+            Some("/alerts"),
+        )
+    }
+
+    fn ids(p: &Provider, payload: &Value, lenient: bool) -> Result<Vec<String>, ExtractError> {
+        let body = serde_json::to_vec(payload).unwrap();
+        Ok(p.extract(payload, &body, &Headers::new(), lenient)?
+            .into_iter()
+            .map(|e| e.provider_event_id)
+            .collect())
+    }
+
+    #[test]
+    fn derived_fields_id_is_stable_across_resends_and_distinct_per_alert() {
+        let p = am_provider();
+        let first = ids(&p, &batch(), false).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0], first[1]);
+        assert!(first[0].starts_with("sha256:") && first[0].len() == 7 + 64);
+        // A resend with a moved endsAt (Alertmanager extends it on every
+        // repeat) is the same event.
+        let mut resend = batch();
+        resend["alerts"][0]["endsAt"] = json!("2026-01-01T00:09:00Z");
+        assert_eq!(ids(&p, &resend, false).unwrap(), first);
+        // Resolved, another group or another start: another event.
+        for (ptr, v) in [
+            ("/alerts/0/status", json!("resolved")),
+            ("/groupKey", json!("{}:{alertname=\"Other\"}")),
+            ("/alerts/0/startsAt", json!("2026-01-02T00:00:00Z")),
+        ] {
+            let mut changed = batch();
+            *changed.pointer_mut(ptr).unwrap() = v;
+            let got = ids(&p, &changed, false).unwrap();
+            assert_ne!(got[0], first[0], "{ptr}");
+            assert_eq!(got[1] == first[1], ptr != "/groupKey", "{ptr}");
+        }
+    }
+
+    #[test]
+    fn derived_fields_id_needs_every_field_unless_lenient() {
+        let p = am_provider();
+        let mut missing = batch();
+        missing["alerts"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("fingerprint");
+        let err = ids(&p, &missing, false).unwrap_err();
+        assert!(err.0.contains("/fingerprint"), "{}", err.0);
+        // Lenient (quarantine) falls back to the item's bytes.
+        let got = ids(&p, &missing, true).unwrap();
+        assert!(got[1].starts_with("sha256:"));
+        let mut null_key = batch();
+        null_key["groupKey"] = Value::Null;
+        assert!(ids(&p, &null_key, false).is_err());
+    }
+
+    #[test]
+    fn derived_fields_on_a_single_event_payload() {
+        let id = locator(
+            "derive = \"sha256\"\nfields = [\"/monitor\", \"/state\"]",
+            true,
+        )
+        .unwrap();
+        let p = provider(id, None, None);
+        let a = ids(&p, &json!({"monitor": 7, "state": "down", "at": 1}), false).unwrap();
+        let b = ids(&p, &json!({"monitor": 7, "state": "down", "at": 2}), false).unwrap();
+        let c = ids(&p, &json!({"monitor": 7, "state": "up", "at": 1}), false).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn locator_file_rejects_misused_derive_fields_and_pointers() {
+        for (text, derive, what) in [
+            (
+                "pointer = \"/id\"\nfields = [\"/a\"]",
+                true,
+                "go with `derive",
+            ),
+            (
+                "derive = \"sha256\"\nfields = []",
+                true,
+                "must not both be empty",
+            ),
+            (
+                "derive = \"sha256\"\nfields = [\"a\"]",
+                true,
+                "must start with '/'",
+            ),
+            (
+                "derive = \"sha256\"\nfields = [\"/a\"]",
+                false,
+                "not supported",
+            ),
+            ("pointers = []", false, "must not be empty"),
+            ("pointers = [\"/a\", \"b\"]", false, "must start with '/'"),
+            (
+                "pointers = [\"/a\"]\npointer = \"/b\"",
+                false,
+                "exactly one",
+            ),
+        ] {
+            let err = locator(text, derive).unwrap_err();
+            assert!(err.contains(what), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn pointers_locator_takes_the_first_value_found_and_type_may_be_absent() {
+        let loc = locator(
+            "pointers = [\"/incident/status\", \"/component_update/new_status\"]",
+            false,
+        )
+        .unwrap();
+        let p = provider(Locator::Sha256, Some(loc), None);
+        let types = |v: Value| {
+            let body = serde_json::to_vec(&v).unwrap();
+            p.extract(&v, &body, &Headers::new(), false).unwrap()[0]
+                .provider_event_type
+                .clone()
+        };
+        assert_eq!(
+            types(json!({"incident": {"status": "investigating"}})).as_deref(),
+            Some("investigating")
+        );
+        assert_eq!(
+            types(json!({"incident": null, "component_update": {"new_status": "major_outage"}}))
+                .as_deref(),
+            Some("major_outage")
+        );
+        assert_eq!(types(json!({"page": {}})), None);
+        // No type locator at all: stored without a type.
+        let untyped = provider(Locator::Sha256, None, None);
+        let v = json!({"anything": 1});
+        let got = untyped
+            .extract(&v, &serde_json::to_vec(&v).unwrap(), &Headers::new(), false)
+            .unwrap();
+        assert_eq!(got[0].provider_event_type, None);
+    }
 }

@@ -44,6 +44,13 @@ pub struct HmacConfig {
     pub tolerance_secs: Option<u64>,
     #[serde(default)]
     pub key_encoding: KeyEncoding,
+    /// For senders where signing the timestamp is an option of the sender's
+    /// configuration (Grafana signs `{timestamp}:{body}` only when a
+    /// timestamp header is configured, else `{body}`): what is signed when
+    /// the request carries no `timestamp_header`. Must contain `{body}` and
+    /// not `{timestamp}`. A request that does carry the header is always
+    /// checked against `content` and the tolerance.
+    pub content_without_timestamp: Option<String>,
 }
 
 fn default_content() -> String {
@@ -190,6 +197,8 @@ struct Compiled {
     template: Template,
     /// The timestamp header and its tolerance, when a timestamp is signed.
     timestamp: Option<(String, u64)>,
+    /// What is signed when the (optional) timestamp header is absent.
+    without_timestamp: Option<Template>,
     key_encoding: KeyEncoding,
 }
 
@@ -233,6 +242,22 @@ impl Compiled {
                 None
             }
         };
+        let without_timestamp = match (&c.content_without_timestamp, &timestamp) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return config("hmac: content_without_timestamp needs timestamp_header")
+            }
+            (Some(content), Some(_)) => {
+                let t = Template::parse(content)?;
+                if !t.has(&Part::Body) {
+                    return config("hmac: content_without_timestamp must contain {body}");
+                }
+                if t.has(&Part::Timestamp) {
+                    return config("hmac: content_without_timestamp must not contain {timestamp}");
+                }
+                Some(t)
+            }
+        };
         Ok(Compiled {
             algorithm: c.algorithm,
             header: c.header.clone(),
@@ -241,6 +266,7 @@ impl Compiled {
             separator: c.separator.clone(),
             template,
             timestamp,
+            without_timestamp,
             key_encoding: c.key_encoding,
         })
     }
@@ -362,21 +388,25 @@ impl HmacVerifier {
         if values.iter().map(|v| v.len()).sum::<usize>() > MAX_HEADER_LEN {
             return Err(VerifyError::InvalidSignature);
         }
-        let timestamp = match &c.timestamp {
-            Some((header, tolerance)) => {
+        // An optional timestamp that is absent: the sender signs the
+        // alternative content, which has no timestamp to check.
+        let timestamp_absent = |header: &str| !matches!(req.headers.get(header).map(str::trim), Some(v) if !v.is_empty());
+        let (template, timestamp) = match (&c.timestamp, &c.without_timestamp) {
+            (Some((header, _)), Some(without)) if timestamp_absent(header) => (without, None),
+            (Some((header, tolerance)), _) => {
                 let raw = wire::required_header(req.headers, header)?;
                 let parsed = wire::parse_timestamp(raw).ok_or(VerifyError::InvalidSignature)?;
-                Some((raw, parsed, *tolerance))
+                (&c.template, Some((raw, parsed, *tolerance)))
             }
-            None => None,
+            (None, _) => (&c.template, None),
         };
         let candidates = c.candidates(&values);
         if candidates.is_empty() {
             return Err(VerifyError::InvalidSignature);
         }
         let raw_ts = timestamp.map_or("", |(raw, _, _)| raw);
-        let url = c.template.url(req)?;
-        let pieces = c.template.pieces(req.body, raw_ts, url);
+        let url = template.url(req)?;
+        let pieces = template.pieces(req.body, raw_ts, url);
         let mut ok = false;
         for key in &self.keys {
             ok |= matches_any(&key.tag(&pieces), &candidates);
@@ -454,6 +484,7 @@ pub(super) mod tests {
             timestamp_header: None,
             tolerance_secs: None,
             key_encoding: KeyEncoding::Utf8,
+            content_without_timestamp: None,
         }
     }
 
@@ -814,6 +845,95 @@ pub(super) mod tests {
             check(&v, &[("X-PagerDuty-Signature", &late)], PD_BODY, 0).unwrap_err(),
             VerifyError::InvalidSignature
         );
+    }
+
+    /// Grafana's contact point signs `{ts}:{body}` when a timestamp header
+    /// is configured there, else `{body}`.
+    fn optional_timestamp() -> HmacConfig {
+        HmacConfig {
+            content: "{timestamp}:{body}".into(),
+            timestamp_header: Some("X-Ts".into()),
+            content_without_timestamp: Some("{body}".into()),
+            ..config("X-Sig")
+        }
+    }
+
+    #[test]
+    fn hmac_optional_timestamp_verifies_either_form() {
+        let v = verifier(optional_timestamp(), &["k"]);
+        let body = br#"{"status":"firing"}"#;
+        let with = sign(&optional_timestamp(), "k", body, 1_000, None).unwrap();
+        let h: Vec<(&str, &str)> = with
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(h[1], ("X-Ts", "1000"));
+        assert_eq!(check(&v, &h, body, 1_000).unwrap().timestamp, Some(1_000));
+        assert_eq!(
+            check(&v, &h, body, 1_301).unwrap_err(),
+            VerifyError::TimestampOutOfTolerance
+        );
+        // Without the header: the body alone is signed, and no timestamp
+        // is checked.
+        let plain = sign(&config("X-Sig"), "k", body, 0, None).unwrap();
+        let sig = plain.headers[0].1.as_str();
+        assert_eq!(
+            check(&v, &[("X-Sig", sig)], body, 99_999)
+                .unwrap()
+                .timestamp,
+            None
+        );
+        assert_eq!(
+            check(&v, &[("X-Sig", sig), ("X-Ts", " ")], body, 0)
+                .unwrap()
+                .timestamp,
+            None
+        );
+        // A timestamped signature does not verify once its header is
+        // dropped, nor a plain one once a header is added.
+        assert_eq!(
+            check(&v, &h[..1], body, 1_000).unwrap_err(),
+            VerifyError::InvalidSignature
+        );
+        assert_eq!(
+            check(&v, &[("X-Sig", sig), ("X-Ts", "1000")], body, 1_000).unwrap_err(),
+            VerifyError::InvalidSignature
+        );
+        // Without content_without_timestamp the header stays required.
+        let strict = verifier(
+            HmacConfig {
+                content_without_timestamp: None,
+                ..optional_timestamp()
+            },
+            &["k"],
+        );
+        assert_eq!(
+            check(&strict, &[("X-Sig", sig)], body, 0).unwrap_err(),
+            VerifyError::MissingSignature
+        );
+    }
+
+    #[test]
+    fn hmac_optional_timestamp_config_is_checked() {
+        for c in [
+            // No timestamp header to be optional.
+            HmacConfig {
+                content_without_timestamp: Some("{body}".into()),
+                ..config("X-Sig")
+            },
+            HmacConfig {
+                content_without_timestamp: Some("{timestamp}{body}".into()),
+                ..optional_timestamp()
+            },
+            HmacConfig {
+                content_without_timestamp: Some("v0:".into()),
+                ..optional_timestamp()
+            },
+        ] {
+            let err = Verifier::new(&SchemeConfig::Hmac(c.clone()), &["k".into()]).unwrap_err();
+            assert!(matches!(err, KeyError::Config(_)), "{c:?}");
+        }
     }
 
     #[test]
