@@ -197,7 +197,9 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
     let id = args
         .id
         .unwrap_or_else(|| format!("msg_{}", ulid::Ulid::new()));
-    let signed = verify::sign(&scheme, &args.secret, &body, timestamp, &id)?;
+    // Schemes that sign inside the body (Adyen) give back a new body.
+    let (signed_body, signed) = verify::sign_request(&scheme, &args.secret, &body, timestamp, &id)?;
+    let rewritten = (signed_body != body).then_some(signed_body);
     let mut url = args
         .url
         .unwrap_or_else(|| format!("http://127.0.0.1:8080/v1/webhooks/{}", args.provider));
@@ -212,9 +214,10 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
         for (k, v) in &headers {
             cmd.push_str(&format!(" \\\n  -H {}", quote(&format!("{k}: {v}"))));
         }
-        let data = match &args.file {
-            Some(f) => format!("@{}", f.display()),
-            None => String::from_utf8_lossy(&body).into_owned(),
+        let data = match (&rewritten, &args.file) {
+            (Some(b), _) => String::from_utf8_lossy(b).into_owned(),
+            (None, Some(f)) => format!("@{}", f.display()),
+            (None, None) => String::from_utf8_lossy(&body).into_owned(),
         };
         cmd.push_str(&format!(" \\\n  --data-binary {}", quote(&data)));
         println!("{cmd}");
@@ -223,10 +226,11 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "url": url, "headers": map }))?
-        );
+        let mut out = serde_json::json!({ "url": url, "headers": map });
+        if let Some(b) = &rewritten {
+            out["body"] = serde_json::Value::String(String::from_utf8_lossy(b).into_owned());
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
 }

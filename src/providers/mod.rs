@@ -65,6 +65,8 @@ struct LocatorFile {
     header: Option<String>,
     headers: Option<Vec<String>>,
     derive: Option<String>,
+    join: Option<Vec<String>>,
+    separator: Option<String>,
     format: Option<TimeFormat>,
 }
 
@@ -85,24 +87,60 @@ pub enum Locator {
     /// SHA-256 of the raw body (or of the batch item), for senders that
     /// don't send an id.
     Sha256,
+    /// The values at several pointers joined with a separator, for senders
+    /// whose id or type is spread over fields (Adyen: pspReference,
+    /// eventCode, success, originalReference). The first names the object
+    /// and must be present; the others qualify it and stand as "" when
+    /// absent.
+    Join {
+        pointers: Vec<String>,
+        separator: String,
+    },
 }
 
 impl Locator {
-    fn from_file(f: LocatorFile, field: &str, allow_derive: bool) -> Result<Locator, String> {
+    /// `allow_derive`: the id may be derived from the body; `allow_join`:
+    /// the id and the type may be joined from several fields.
+    fn from_file(
+        f: LocatorFile,
+        field: &str,
+        allow_derive: bool,
+        allow_join: bool,
+    ) -> Result<Locator, String> {
         let set = [
             f.pointer.is_some(),
             f.header.is_some(),
             f.headers.is_some(),
             f.derive.is_some(),
+            f.join.is_some(),
         ]
         .iter()
         .filter(|x| **x)
         .count();
         if set != 1 {
             return Err(format!(
-                "{field}: give exactly one of `pointer`, `header`, `headers`{}",
-                if allow_derive { ", `derive`" } else { "" }
+                "{field}: give exactly one of `pointer`, `header`, `headers`{}{}",
+                if allow_derive { ", `derive`" } else { "" },
+                if allow_join { ", `join`" } else { "" }
             ));
+        }
+        if f.separator.is_some() && f.join.is_none() {
+            return Err(format!("{field}.separator: only goes with `join`"));
+        }
+        if let Some(pointers) = f.join {
+            if !allow_join {
+                return Err(format!("{field}.join: is not supported here"));
+            }
+            if pointers.is_empty() {
+                return Err(format!("{field}.join: must not be empty"));
+            }
+            if let Some(p) = pointers.iter().find(|p| !p.starts_with('/')) {
+                return Err(format!("{field}.join: {p:?} must start with '/'"));
+            }
+            return Ok(Locator::Join {
+                pointers,
+                separator: f.separator.unwrap_or_else(|| ":".to_owned()),
+            });
         }
         if let Some(p) = f.pointer {
             if !p.starts_with('/') {
@@ -314,6 +352,7 @@ fn describe(loc: &Locator) -> String {
         Locator::Pointer(p) => p.clone(),
         Locator::Headers(h) => format!("header {}", h.join(" or ")),
         Locator::Sha256 => "sha256(body)".into(),
+        Locator::Join { pointers, .. } => pointers[0].clone(),
     }
 }
 
@@ -327,7 +366,7 @@ fn locate<'a>(loc: &Locator, item: &'a Value, headers: &'a Headers) -> Option<Lo
             .iter()
             .find_map(|n| headers.get(n))
             .map(LocatedValue::Text),
-        Locator::Sha256 => None,
+        Locator::Sha256 | Locator::Join { .. } => None,
     }
 }
 
@@ -337,11 +376,31 @@ enum LocatedValue<'a> {
 }
 
 fn locate_text(loc: &Locator, item: &Value, headers: &Headers) -> Option<String> {
+    if let Locator::Join {
+        pointers,
+        separator,
+    } = loc
+    {
+        let text = |p: &String| match item.pointer(p)? {
+            Value::Bool(b) => Some(b.to_string()),
+            other => json_text(other),
+        };
+        let mut parts = vec![text(&pointers[0])?];
+        parts.extend(pointers[1..].iter().map(|p| text(p).unwrap_or_default()));
+        return Some(parts.join(separator));
+    }
     match locate(loc, item, headers)? {
         LocatedValue::Text(t) => Some(t.trim().to_string()),
-        LocatedValue::Json(Value::String(s)) => Some(s.clone()),
-        LocatedValue::Json(Value::Number(n)) => Some(n.to_string()),
-        LocatedValue::Json(_) => None,
+        LocatedValue::Json(v) => json_text(v),
+    }
+}
+
+/// A JSON string as it is, a number as JSON spells it; nothing else.
+fn json_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -453,7 +512,8 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         Some(mut l) => {
             let fmt = l.format.take().unwrap_or(TimeFormat::Rfc3339);
             Some((
-                Locator::from_file(l, "event.occurred_at", false).map_err(|m| fail(&file, m))?,
+                Locator::from_file(l, "event.occurred_at", false, false)
+                    .map_err(|m| fail(&file, m))?,
                 fmt,
             ))
         }
@@ -468,8 +528,9 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         }
     }
     let event = EventSpec {
-        id: Locator::from_file(parsed.event.id, "event.id", true).map_err(|m| fail(&file, m))?,
-        event_type: Locator::from_file(parsed.event.event_type, "event.type", false)
+        id: Locator::from_file(parsed.event.id, "event.id", true, true)
+            .map_err(|m| fail(&file, m))?,
+        event_type: Locator::from_file(parsed.event.event_type, "event.type", false, true)
             .map_err(|m| fail(&file, m))?,
         occurred_at,
         items: parsed.event.items,
@@ -514,4 +575,81 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         mapping,
         dir: dir.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn locator(toml_text: &str, allow_derive: bool, allow_join: bool) -> Result<Locator, String> {
+        let file: LocatorFile = toml::from_str(toml_text).unwrap();
+        Locator::from_file(file, "event.id", allow_derive, allow_join)
+    }
+
+    #[test]
+    fn locator_join_renders_present_fields_and_blanks_absent_qualifiers() {
+        let loc = locator(
+            r#"join = ["/psp", "/code", "/success", "/original"]"#,
+            true,
+            true,
+        )
+        .unwrap();
+        let headers = Headers::new();
+        let item = json!({"psp": "8835", "code": "REFUND", "success": "true", "original": "8834"});
+        assert_eq!(
+            locate_text(&loc, &item, &headers).as_deref(),
+            Some("8835:REFUND:true:8834")
+        );
+        // Absent or null qualifiers stand as "", numbers and booleans as JSON
+        // spells them.
+        let item = json!({"psp": 8835, "code": "AUTHORISATION", "success": true, "original": null});
+        assert_eq!(
+            locate_text(&loc, &item, &headers).as_deref(),
+            Some("8835:AUTHORISATION:true:")
+        );
+        // Without the first field there is no id.
+        assert_eq!(locate_text(&loc, &json!({"code": "X"}), &headers), None);
+        let dotted = locator(
+            r#"join = ["/object_type", "/event_type"]
+separator = ".""#,
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            locate_text(
+                &dotted,
+                &json!({"object_type": "subscription", "event_type": "created"}),
+                &headers
+            )
+            .as_deref(),
+            Some("subscription.created")
+        );
+    }
+
+    #[test]
+    fn locator_join_is_checked_at_load() {
+        for (text, allow_join, expected) in [
+            (r#"join = []"#, true, "must not be empty"),
+            (r#"join = ["id"]"#, true, "must start with '/'"),
+            (r#"join = ["/id"]"#, false, "not supported here"),
+            (
+                r#"pointer = "/id"
+separator = ":""#,
+                true,
+                "only goes with `join`",
+            ),
+            (
+                r#"pointer = "/id"
+join = ["/id"]"#,
+                true,
+                "exactly one of",
+            ),
+        ] {
+            let err = locator(text, true, allow_join).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
 }

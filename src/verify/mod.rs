@@ -14,6 +14,7 @@
 //! Submodules are referred to with relative paths only, so this directory
 //! also builds as a crate of its own.
 
+mod adyen;
 mod credentials;
 mod hmac;
 mod mac;
@@ -29,13 +30,14 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use self::adyen::AdyenItemsConfig;
 pub use self::credentials::{BasicConfig, BearerConfig, HeaderTokenConfig};
 pub use self::hmac::{HmacAlgorithm, HmacConfig, KeyEncoding, SignatureEncoding};
 pub use self::none::NoneConfig;
 pub use self::path_token::PathTokenConfig;
 pub use self::standard_webhooks::StandardWebhooksConfig;
 pub use self::stripe::StripeConfig;
-pub use self::timestamped::TimestampedConfig;
+pub use self::timestamped::{TimestampUnit, TimestampedConfig};
 
 /// Case-insensitive header multimap built at the HTTP edge (values that are
 /// not valid UTF-8 are dropped by the caller).
@@ -108,6 +110,9 @@ pub enum SchemeConfig {
     HeaderToken(HeaderTokenConfig),
     /// Explicitly no authentication: every request verifies.
     None(NoneConfig),
+    /// Adyen standard notifications: an HMAC per `notificationItems[]`
+    /// entry, inside the body.
+    AdyenItems(AdyenItemsConfig),
 }
 
 impl SchemeConfig {
@@ -123,6 +128,7 @@ impl SchemeConfig {
             SchemeConfig::Bearer(_) => "bearer",
             SchemeConfig::HeaderToken(_) => "header-token",
             SchemeConfig::None(_) => "none",
+            SchemeConfig::AdyenItems(_) => "adyen-items",
         }
     }
 
@@ -134,7 +140,8 @@ impl SchemeConfig {
 
     /// Whether the body is authenticated (a MAC or signature covers it).
     /// The static-credential schemes, path tokens and `none` prove at most
-    /// who sent the request, not what it says.
+    /// who sent the request, not what it says; Adyen's item MACs cover eight
+    /// fields of each item, not the body.
     pub fn authenticates_body(&self) -> bool {
         matches!(
             self,
@@ -247,6 +254,7 @@ enum Inner {
     Timestamped(timestamped::TimestampedVerifier),
     PathToken(path_token::PathTokenVerifier),
     Credentials(credentials::CredentialsVerifier),
+    Adyen(adyen::AdyenVerifier),
     None,
 }
 
@@ -259,30 +267,32 @@ impl Verifier {
             return Err(KeyError::NoSecrets);
         }
         let secrets: Vec<&str> = secrets.iter().map(|s| s.expose_secret()).collect();
-        let inner =
-            match scheme {
-                SchemeConfig::Stripe(c) => Inner::Stripe(stripe::StripeVerifier::new(c, &secrets)?),
-                SchemeConfig::StandardWebhooks(c) => Inner::StandardWebhooks(
-                    standard_webhooks::StandardWebhooksVerifier::new(c, &secrets)?,
-                ),
-                SchemeConfig::Hmac(c) => Inner::Hmac(hmac::HmacVerifier::new(c, &secrets)?),
-                SchemeConfig::TimestampedHmac(c) => {
-                    Inner::Timestamped(timestamped::TimestampedVerifier::new(c, &secrets)?)
-                }
-                SchemeConfig::PathToken(c) => {
-                    Inner::PathToken(path_token::PathTokenVerifier::new(c, &secrets)?)
-                }
-                SchemeConfig::Basic(c) => Inner::Credentials(
-                    credentials::CredentialsVerifier::new(credentials::Kind::basic(c), &secrets)?,
-                ),
-                SchemeConfig::Bearer(c) => Inner::Credentials(
-                    credentials::CredentialsVerifier::new(credentials::Kind::bearer(c), &secrets)?,
-                ),
-                SchemeConfig::HeaderToken(c) => Inner::Credentials(
-                    credentials::CredentialsVerifier::new(credentials::Kind::header(c)?, &secrets)?,
-                ),
-                SchemeConfig::None(_) => Inner::None,
-            };
+        let inner = match scheme {
+            SchemeConfig::Stripe(c) => Inner::Stripe(stripe::StripeVerifier::new(c, &secrets)?),
+            SchemeConfig::StandardWebhooks(c) => Inner::StandardWebhooks(
+                standard_webhooks::StandardWebhooksVerifier::new(c, &secrets)?,
+            ),
+            SchemeConfig::Hmac(c) => Inner::Hmac(hmac::HmacVerifier::new(c, &secrets)?),
+            SchemeConfig::TimestampedHmac(c) => {
+                Inner::Timestamped(timestamped::TimestampedVerifier::new(c, &secrets)?)
+            }
+            SchemeConfig::PathToken(c) => {
+                Inner::PathToken(path_token::PathTokenVerifier::new(c, &secrets)?)
+            }
+            SchemeConfig::Basic(c) => Inner::Credentials(credentials::CredentialsVerifier::new(
+                credentials::Kind::basic(c),
+                &secrets,
+            )?),
+            SchemeConfig::Bearer(c) => Inner::Credentials(credentials::CredentialsVerifier::new(
+                credentials::Kind::bearer(c),
+                &secrets,
+            )?),
+            SchemeConfig::HeaderToken(c) => Inner::Credentials(
+                credentials::CredentialsVerifier::new(credentials::Kind::header(c)?, &secrets)?,
+            ),
+            SchemeConfig::None(_) => Inner::None,
+            SchemeConfig::AdyenItems(c) => Inner::Adyen(adyen::AdyenVerifier::new(c, &secrets)?),
+        };
         Ok(Verifier { inner })
     }
 
@@ -296,6 +306,7 @@ impl Verifier {
             Inner::Timestamped(v) => v.verify(req, now_unix),
             Inner::PathToken(v) => v.verify(req),
             Inner::Credentials(v) => v.verify(req),
+            Inner::Adyen(v) => v.verify(req),
             Inner::None => none::verify(req),
         }
     }
@@ -309,6 +320,7 @@ impl Verifier {
             Inner::Timestamped(_) => "timestamped-hmac",
             Inner::PathToken(_) => "path-token",
             Inner::Credentials(v) => v.scheme_name(),
+            Inner::Adyen(_) => "adyen-items",
             Inner::None => "none",
         }
     }
@@ -321,6 +333,7 @@ impl Verifier {
             Inner::Timestamped(v) => v.key_count(),
             Inner::PathToken(v) => v.key_count(),
             Inner::Credentials(v) => v.key_count(),
+            Inner::Adyen(v) => v.key_count(),
             Inner::None => 0,
         }
     }
@@ -347,7 +360,8 @@ pub struct SignedRequest {
 /// Signs `body` the way a sender using `scheme` and `secret` would. `id` is
 /// used only by schemes that sign a message id (Standard Webhooks). For the
 /// static-credential schemes "signing" is attaching the credential; for
-/// `none` it adds nothing and `secret` is ignored.
+/// `none` it adds nothing and `secret` is ignored. Schemes whose signatures
+/// live in the body (`adyen-items`) cannot sign here: use [`sign_request`].
 pub fn sign(
     scheme: &SchemeConfig,
     secret: &str,
@@ -367,6 +381,31 @@ pub fn sign(
         SchemeConfig::Bearer(c) => credentials::sign(credentials::Kind::bearer(c), secret),
         SchemeConfig::HeaderToken(c) => credentials::sign(credentials::Kind::header(c)?, secret),
         SchemeConfig::None(_) => Ok(none::sign()),
+        SchemeConfig::AdyenItems(_) => Err(KeyError::CannotSign(
+            "adyen-items signs inside the body; use sign_request",
+        )),
+    }
+}
+
+/// What a sender would send for `body`: the body itself (rewritten only by
+/// schemes that sign inside it, `adyen-items`) and the request's headers
+/// and path token. Arguments as for [`sign`].
+pub fn sign_request(
+    scheme: &SchemeConfig,
+    secret: &str,
+    body: &[u8],
+    timestamp: i64,
+    id: &str,
+) -> Result<(Vec<u8>, SignedRequest), KeyError> {
+    match scheme {
+        SchemeConfig::AdyenItems(c) => Ok((
+            adyen::sign_body(c, secret, body)?,
+            SignedRequest {
+                headers: Vec::new(),
+                path_token: None,
+            },
+        )),
+        _ => Ok((body.to_vec(), sign(scheme, secret, body, timestamp, id)?)),
     }
 }
 

@@ -17,6 +17,8 @@ fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static str {
         "stripe" => "whsec_fixture_secret",
         // Basic auth secrets are `user:password`.
         "basic" => "hookgate:fixture-secret",
+        // Adyen's HMAC keys are hex (this is the Adyen SDK tests' key).
+        "adyen-items" => "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056",
         _ => "fixture-secret",
     }
 }

@@ -326,7 +326,8 @@ pub fn signed(
     timestamp: i64,
     id: &str,
 ) -> Outgoing {
-    let signed = verify::sign(&scheme(provider), secret, body, timestamp, id).unwrap();
+    let (body, signed) =
+        verify::sign_request(&scheme(provider), secret, body, timestamp, id).unwrap();
     let path = match &signed.path_token {
         Some(token) => format!("/v1/webhooks/{source}/{token}"),
         None => format!("/v1/webhooks/{source}"),
@@ -336,7 +337,7 @@ pub fn signed(
     Outgoing {
         path,
         headers,
-        body: body.to_vec(),
+        body,
     }
 }
 
