@@ -404,9 +404,12 @@ fn provider_adyen_sdk_vectors_verify() {
 /// `hmac` (and, for Lemon Squeezy and Paystack, also with the Node sample
 /// code on their webhook pages), over each provider's first fixture.
 /// Provenance: tests/vectors/README.md.
+/// provider.toml, name, secret, published header, body.
+type Case<'a> = (&'a str, &'a str, &'a str, (&'a str, &'a str), &'a [u8]);
+
 #[test]
 fn provider_documented_hmac_vectors_verify() {
-    let cases: [(&str, &str, &str, (&str, &str), &[u8]); 4] = [
+    let cases: [Case<'_>; 4] = [
         (
             include_str!("../../providers/checkout-com/provider.toml"),
             "checkout-com",
