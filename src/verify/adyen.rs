@@ -33,17 +33,17 @@ use super::{KeyError, RequestView, Verified, VerifyError};
 #[serde(deny_unknown_fields)]
 pub struct AdyenItemsConfig {}
 
-/// The signed fields, in signing order; `amount.value` and
-/// `amount.currency` are read from the nested `amount` object.
-const SIGNED_FIELDS: [&str; 8] = [
-    "/pspReference",
-    "/originalReference",
-    "/merchantAccountCode",
-    "/merchantReference",
-    "/amount/value",
-    "/amount/currency",
-    "/eventCode",
-    "/success",
+/// The signed fields, in signing order, as paths into the item
+/// (`amount.value` and `amount.currency` are nested).
+const SIGNED_FIELDS: [&[&str]; 8] = [
+    &["pspReference"],
+    &["originalReference"],
+    &["merchantAccountCode"],
+    &["merchantReference"],
+    &["amount", "value"],
+    &["amount", "currency"],
+    &["eventCode"],
+    &["success"],
 ];
 
 fn key(index: usize, secret: &str) -> Result<MacKey, KeyError> {
@@ -76,13 +76,18 @@ fn items_mut(payload: &mut Value) -> Option<Vec<&mut Map<String, Value>>> {
 /// The string an item's MAC covers. Strings are taken as they are, numbers
 /// and booleans as JSON spells them, absent or null fields as "".
 fn signing_string(item: &Map<String, Value>) -> String {
-    let item = Value::Object(item.clone());
     SIGNED_FIELDS
         .iter()
-        .map(|p| match item.pointer(p) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
+        .map(|path| {
+            let mut found = item.get(path[0]);
+            for key in &path[1..] {
+                found = found.and_then(|v| v.get(key));
+            }
+            match found {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            }
         })
         .collect::<Vec<_>>()
         .join(":")
