@@ -203,7 +203,8 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
     let mut url = args
         .url
         .unwrap_or_else(|| format!("http://127.0.0.1:8080/v1/webhooks/{}", args.provider));
-    let signed = verify::sign_request(
+    // Schemes that sign inside the body (Adyen) give back a new body.
+    let (signed_body, signed) = verify::sign_full(
         &scheme,
         &args.secret,
         &verify::SignInput {
@@ -213,6 +214,7 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
             url: Some(&url),
         },
     )?;
+    let rewritten = (signed_body != body).then_some(signed_body);
     if let Some(token) = &signed.path_token {
         url = format!("{}/{token}", url.trim_end_matches('/'));
     }
@@ -224,9 +226,10 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
         for (k, v) in &headers {
             cmd.push_str(&format!(" \\\n  -H {}", quote(&format!("{k}: {v}"))));
         }
-        let data = match &args.file {
-            Some(f) => format!("@{}", f.display()),
-            None => String::from_utf8_lossy(&body).into_owned(),
+        let data = match (&rewritten, &args.file) {
+            (Some(b), _) => String::from_utf8_lossy(b).into_owned(),
+            (None, Some(f)) => format!("@{}", f.display()),
+            (None, None) => String::from_utf8_lossy(&body).into_owned(),
         };
         cmd.push_str(&format!(" \\\n  --data-binary {}", quote(&data)));
         println!("{cmd}");
@@ -235,10 +238,11 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "url": url, "headers": map }))?
-        );
+        let mut out = serde_json::json!({ "url": url, "headers": map });
+        if let Some(b) = &rewritten {
+            out["body"] = serde_json::Value::String(String::from_utf8_lossy(b).into_owned());
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
 }

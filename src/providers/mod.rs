@@ -85,6 +85,9 @@ struct LocatorFile {
     /// With `derive = "sha256"` in a batch: fields of the whole payload (the
     /// envelope around the items) that go into the hash too.
     payload_fields: Option<Vec<String>>,
+    /// Pointers whose values are joined (`separator`, default ":").
+    join: Option<Vec<String>>,
+    separator: Option<String>,
     format: Option<TimeFormat>,
 }
 
@@ -118,24 +121,42 @@ pub enum Locator {
         /// Pointers into the whole payload, for batches.
         payload_fields: Vec<String>,
     },
+    /// The values at several pointers joined with a separator, for senders
+    /// whose id or type is spread over fields (Adyen: pspReference,
+    /// eventCode, success, originalReference). The first names the object
+    /// and must be present; the others qualify it and stand as "" when
+    /// absent.
+    Join {
+        pointers: Vec<String>,
+        separator: String,
+    },
 }
 
 impl Locator {
-    fn from_file(f: LocatorFile, field: &str, allow_derive: bool) -> Result<Locator, String> {
+    /// `allow_derive`: the id may be derived from the body; `allow_join`:
+    /// the id and the type may be joined from several fields.
+    fn from_file(
+        f: LocatorFile,
+        field: &str,
+        allow_derive: bool,
+        allow_join: bool,
+    ) -> Result<Locator, String> {
         let set = [
             f.pointer.is_some(),
             f.pointers.is_some(),
             f.header.is_some(),
             f.headers.is_some(),
             f.derive.is_some(),
+            f.join.is_some(),
         ]
         .iter()
         .filter(|x| **x)
         .count();
         if set != 1 {
             return Err(format!(
-                "{field}: give exactly one of `pointer`, `pointers`, `header`, `headers`{}",
-                if allow_derive { ", `derive`" } else { "" }
+                "{field}: give exactly one of `pointer`, `pointers`, `header`, `headers`{}{}",
+                if allow_derive { ", `derive`" } else { "" },
+                if allow_join { ", `join`" } else { "" }
             ));
         }
         if f.fallback.is_some() {
@@ -145,6 +166,24 @@ impl Locator {
             return Err(format!(
                 "{field}: `fields` and `payload_fields` go with `derive = \"sha256\"`"
             ));
+        }
+        if f.separator.is_some() && f.join.is_none() {
+            return Err(format!("{field}.separator: only goes with `join`"));
+        }
+        if let Some(pointers) = f.join {
+            if !allow_join {
+                return Err(format!("{field}.join: is not supported here"));
+            }
+            if pointers.is_empty() {
+                return Err(format!("{field}.join: must not be empty"));
+            }
+            if let Some(p) = pointers.iter().find(|p| !p.starts_with('/')) {
+                return Err(format!("{field}.join: {p:?} must start with '/'"));
+            }
+            return Ok(Locator::Join {
+                pointers,
+                separator: f.separator.unwrap_or_else(|| ":".to_owned()),
+            });
         }
         if let Some(p) = f.pointer {
             if !p.starts_with('/') {
@@ -452,6 +491,7 @@ fn describe(loc: &Locator) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Locator::Join { pointers, .. } => pointers[0].clone(),
     }
 }
 
@@ -488,7 +528,7 @@ fn locate<'a>(loc: &Locator, item: &'a Value, headers: &'a Headers) -> Option<Lo
             .iter()
             .find_map(|n| headers.get(n))
             .map(LocatedValue::Text),
-        Locator::Sha256 | Locator::Fields { .. } => None,
+        Locator::Sha256 | Locator::Fields { .. } | Locator::Join { .. } => None,
     }
 }
 
@@ -498,11 +538,31 @@ enum LocatedValue<'a> {
 }
 
 fn locate_text(loc: &Locator, item: &Value, headers: &Headers) -> Option<String> {
+    if let Locator::Join {
+        pointers,
+        separator,
+    } = loc
+    {
+        let text = |p: &String| match item.pointer(p)? {
+            Value::Bool(b) => Some(b.to_string()),
+            other => json_text(other),
+        };
+        let mut parts = vec![text(&pointers[0])?];
+        parts.extend(pointers[1..].iter().map(|p| text(p).unwrap_or_default()));
+        return Some(parts.join(separator));
+    }
     match locate(loc, item, headers)? {
         LocatedValue::Text(t) => Some(t.trim().to_string()),
-        LocatedValue::Json(Value::String(s)) => Some(s.clone()),
-        LocatedValue::Json(Value::Number(n)) => Some(n.to_string()),
-        LocatedValue::Json(_) => None,
+        LocatedValue::Json(v) => json_text(v),
+    }
+}
+
+/// A JSON string as it is, a number as JSON spells it; nothing else.
+fn json_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -614,7 +674,8 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         Some(mut l) => {
             let fmt = l.format.take().unwrap_or(TimeFormat::Rfc3339);
             Some((
-                Locator::from_file(l, "event.occurred_at", false).map_err(|m| fail(&file, m))?,
+                Locator::from_file(l, "event.occurred_at", false, false)
+                    .map_err(|m| fail(&file, m))?,
                 fmt,
             ))
         }
@@ -640,12 +701,12 @@ fn load_provider(dir: &Path, catalog: &Catalog) -> Result<Provider, LoadError> {
         }
     };
     let event = EventSpec {
-        id: Locator::from_file(id_file, "event.id", true).map_err(|m| fail(&file, m))?,
+        id: Locator::from_file(id_file, "event.id", true, true).map_err(|m| fail(&file, m))?,
         id_fallback_sha256,
         event_type: parsed
             .event
             .event_type
-            .map(|l| Locator::from_file(l, "event.type", false))
+            .map(|l| Locator::from_file(l, "event.type", false, true))
             .transpose()
             .map_err(|m| fail(&file, m))?,
         occurred_at,
@@ -705,7 +766,16 @@ mod tests {
 
     fn locator(toml_text: &str, allow_derive: bool) -> Result<Locator, String> {
         let f: LocatorFile = toml::from_str(toml_text).unwrap();
-        Locator::from_file(f, "event.id", allow_derive)
+        Locator::from_file(f, "event.id", allow_derive, true)
+    }
+
+    fn join_locator(
+        toml_text: &str,
+        allow_derive: bool,
+        allow_join: bool,
+    ) -> Result<Locator, String> {
+        let file: LocatorFile = toml::from_str(toml_text).unwrap();
+        Locator::from_file(file, "event.id", allow_derive, allow_join)
     }
 
     fn provider(id: Locator, event_type: Option<Locator>, items: Option<&str>) -> Provider {
@@ -890,5 +960,70 @@ payload_fields = ["/groupKey"]"#,
             .extract(&v, &serde_json::to_vec(&v).unwrap(), &Headers::new(), false)
             .unwrap();
         assert_eq!(got[0].provider_event_type, None);
+    }
+
+    #[test]
+    fn locator_join_renders_present_fields_and_blanks_absent_qualifiers() {
+        let loc = join_locator(
+            r#"join = ["/psp", "/code", "/success", "/original"]"#,
+            true,
+            true,
+        )
+        .unwrap();
+        let headers = Headers::new();
+        let item = json!({"psp": "8835", "code": "REFUND", "success": "true", "original": "8834"});
+        assert_eq!(
+            locate_text(&loc, &item, &headers).as_deref(),
+            Some("8835:REFUND:true:8834")
+        );
+        // Absent or null qualifiers stand as "", numbers and booleans as JSON
+        // spells them.
+        let item = json!({"psp": 8835, "code": "AUTHORISATION", "success": true, "original": null});
+        assert_eq!(
+            locate_text(&loc, &item, &headers).as_deref(),
+            Some("8835:AUTHORISATION:true:")
+        );
+        // Without the first field there is no id.
+        assert_eq!(locate_text(&loc, &json!({"code": "X"}), &headers), None);
+        let dotted = join_locator(
+            r#"join = ["/object_type", "/event_type"]
+separator = ".""#,
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            locate_text(
+                &dotted,
+                &json!({"object_type": "subscription", "event_type": "created"}),
+                &headers
+            )
+            .as_deref(),
+            Some("subscription.created")
+        );
+    }
+
+    #[test]
+    fn locator_join_is_checked_at_load() {
+        for (text, allow_join, expected) in [
+            (r#"join = []"#, true, "must not be empty"),
+            (r#"join = ["id"]"#, true, "must start with '/'"),
+            (r#"join = ["/id"]"#, false, "not supported here"),
+            (
+                r#"pointer = "/id"
+separator = ":""#,
+                true,
+                "only goes with `join`",
+            ),
+            (
+                r#"pointer = "/id"
+join = ["/id"]"#,
+                true,
+                "exactly one of",
+            ),
+        ] {
+            let err = join_locator(text, true, allow_join).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 }

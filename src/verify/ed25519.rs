@@ -125,11 +125,10 @@ impl Ed25519Verifier {
         if encoded.len() > wire::MAX_HEADER_LEN {
             return Err(VerifyError::InvalidSignature);
         }
-        let bytes = match c.encoding {
-            SignatureEncoding::Hex => hex::decode(encoded).ok(),
-            SignatureEncoding::Base64 => wire::decode_base64(encoded),
-        }
-        .ok_or(VerifyError::InvalidSignature)?;
+        let bytes = c
+            .encoding
+            .decode(encoded)
+            .ok_or(VerifyError::InvalidSignature)?;
         let signature = Signature::from_slice(&bytes).map_err(|_| VerifyError::InvalidSignature)?;
         let timestamp = wire::parse_timestamp(raw_ts).ok_or(VerifyError::InvalidSignature)?;
         let url = c.template.url(req)?;
@@ -165,10 +164,7 @@ pub(super) fn sign(
     let ts = timestamp.to_string();
     let url = c.template.sign_url(url)?;
     let signature = private.sign(&c.message(body, &ts, url)).to_bytes();
-    let encoded = match c.encoding {
-        SignatureEncoding::Hex => hex::encode(signature),
-        SignatureEncoding::Base64 => wire::encode_base64(&signature),
-    };
+    let encoded = c.encoding.encode(&signature);
     Ok(SignedRequest {
         headers: vec![(c.header.clone(), encoded), (c.timestamp_header, ts)],
         path_token: None,

@@ -66,13 +66,36 @@ pub enum HmacAlgorithm {
     Sha512,
 }
 
-/// How the MAC is written in the header. Hex is accepted in either case.
+/// How the MAC is written in the header. Hex is accepted in either case;
+/// the two hex spellings differ only in what `sign` writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureEncoding {
     #[default]
     Hex,
+    /// Hex written in upper case, as Authorize.Net sends it.
+    #[serde(rename = "hex-upper")]
+    HexUpper,
     Base64,
+}
+
+impl SignatureEncoding {
+    /// Decodes a signature as received; shared with the timestamped scheme.
+    pub(super) fn decode(self, encoded: &str) -> Option<Vec<u8>> {
+        match self {
+            SignatureEncoding::Hex | SignatureEncoding::HexUpper => hex::decode(encoded).ok(),
+            SignatureEncoding::Base64 => wire::decode_base64(encoded),
+        }
+    }
+
+    /// Encodes a MAC the way the sender writes it.
+    pub(super) fn encode(self, tag: &[u8]) -> String {
+        match self {
+            SignatureEncoding::Hex => hex::encode(tag),
+            SignatureEncoding::HexUpper => hex::encode_upper(tag),
+            SignatureEncoding::Base64 => wire::encode_base64(tag),
+        }
+    }
 }
 
 /// How the configured secret string becomes the HMAC key.
@@ -275,20 +298,6 @@ impl Compiled {
         mac_key(self.algorithm, self.key_encoding, index, secret)
     }
 
-    fn decode_signature(&self, encoded: &str) -> Option<Vec<u8>> {
-        match self.encoding {
-            SignatureEncoding::Hex => hex::decode(encoded).ok(),
-            SignatureEncoding::Base64 => wire::decode_base64(encoded),
-        }
-    }
-
-    fn encode_signature(&self, tag: &[u8]) -> String {
-        match self.encoding {
-            SignatureEncoding::Hex => hex::encode(tag),
-            SignatureEncoding::Base64 => wire::encode_base64(tag),
-        }
-    }
-
     /// The candidate MACs in the signature header(s), at most
     /// [`MAX_SIGNATURES`]. Entries without the prefix or that do not decode
     /// are skipped: they cannot be our signature.
@@ -310,7 +319,7 @@ impl Compiled {
                 if out.len() == MAX_SIGNATURES {
                     return out;
                 }
-                if let Some(bytes) = self.decode_signature(encoded) {
+                if let Some(bytes) = self.encoding.decode(encoded) {
                     out.push(bytes);
                 }
             }
@@ -442,7 +451,7 @@ pub(super) fn sign(
     let value = format!(
         "{}{}",
         c.prefix.as_deref().unwrap_or(""),
-        c.encode_signature(&tag)
+        c.encoding.encode(&tag)
     );
     let mut headers = vec![(c.header.clone(), value)];
     if let Some((header, _)) = &c.timestamp {
@@ -536,6 +545,45 @@ pub(super) mod tests {
             },
             now,
         )
+    }
+
+    #[test]
+    fn hmac_hex_upper_signs_in_upper_case_and_verifies_either_case() {
+        let config = HmacConfig {
+            algorithm: HmacAlgorithm::Sha512,
+            header: "X-ANET-Signature".to_owned(),
+            prefix: Some("sha512=".to_owned()),
+            encoding: SignatureEncoding::HexUpper,
+            separator: None,
+            content: "{body}".to_owned(),
+            content_without_timestamp: None,
+            timestamp_header: None,
+            tolerance_secs: None,
+            key_encoding: KeyEncoding::Utf8,
+        };
+        // RFC 4231 test case 2.
+        let expected = "164B7A7BFCF819E2E395FBE73B56E0A387BD64222E831FD610270CD7EA2505549758BF75C05A994A6D034F65F8F0E6FDCAEAB1A34D4A6B4B636E070A38BCE737";
+        let signed = sign(&config, "Jefe", b"what do ya want for nothing?", 0, None).unwrap();
+        assert_eq!(
+            signed.headers,
+            vec![("X-ANET-Signature".to_owned(), format!("sha512={expected}"))]
+        );
+        let secrets: Vec<SecretString> = vec!["Jefe".into()];
+        let v = Verifier::new(&SchemeConfig::Hmac(config), &secrets).unwrap();
+        for value in [
+            format!("sha512={expected}"),
+            format!("SHA512={}", expected.to_ascii_lowercase()),
+        ] {
+            let mut headers = Headers::new();
+            headers.push("x-anet-signature", &value);
+            let req = RequestView {
+                headers: &headers,
+                body: b"what do ya want for nothing?",
+                path_token: None,
+                url: None,
+            };
+            assert!(v.verify(&req, 0).is_ok(), "{value}");
+        }
     }
 
     #[test]

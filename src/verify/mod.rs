@@ -14,6 +14,7 @@
 //! Submodules are referred to with relative paths only, so this directory
 //! also builds as a crate of its own.
 
+mod adyen;
 mod braintree;
 mod credentials;
 mod ed25519;
@@ -32,6 +33,7 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use self::adyen::AdyenItemsConfig;
 pub use self::braintree::{signature_for as braintree_signature, BraintreeConfig};
 pub use self::credentials::{BasicConfig, BearerConfig, HeaderTokenConfig};
 pub use self::ed25519::Ed25519Config;
@@ -40,7 +42,7 @@ pub use self::none::NoneConfig;
 pub use self::path_token::PathTokenConfig;
 pub use self::standard_webhooks::StandardWebhooksConfig;
 pub use self::stripe::StripeConfig;
-pub use self::timestamped::TimestampedConfig;
+pub use self::timestamped::{TimestampUnit, TimestampedConfig};
 pub use self::twilio::TwilioConfig;
 
 /// Case-insensitive header multimap built at the HTTP edge (values that are
@@ -124,6 +126,9 @@ pub enum SchemeConfig {
     Braintree(BraintreeConfig),
     /// Explicitly no authentication: every request verifies.
     None(NoneConfig),
+    /// Adyen standard notifications: an HMAC per `notificationItems[]`
+    /// entry, inside the body.
+    AdyenItems(AdyenItemsConfig),
 }
 
 impl SchemeConfig {
@@ -142,6 +147,7 @@ impl SchemeConfig {
             SchemeConfig::Twilio(_) => "twilio",
             SchemeConfig::Braintree(_) => "braintree",
             SchemeConfig::None(_) => "none",
+            SchemeConfig::AdyenItems(_) => "adyen-items",
         }
     }
 
@@ -153,7 +159,8 @@ impl SchemeConfig {
 
     /// Whether the body is authenticated (a MAC or signature covers it).
     /// The static-credential schemes, path tokens and `none` prove at most
-    /// who sent the request, not what it says.
+    /// who sent the request, not what it says; Adyen's item MACs cover eight
+    /// fields of each item, not the body.
     pub fn authenticates_body(&self) -> bool {
         matches!(
             self,
@@ -272,6 +279,7 @@ enum Inner {
     Ed25519(ed25519::Ed25519Verifier),
     Twilio(twilio::TwilioVerifier),
     Braintree(braintree::BraintreeVerifier),
+    Adyen(adyen::AdyenVerifier),
     None,
 }
 
@@ -313,6 +321,7 @@ impl Verifier {
                 Inner::Braintree(braintree::BraintreeVerifier::new(c, &secrets)?)
             }
             SchemeConfig::None(_) => Inner::None,
+            SchemeConfig::AdyenItems(c) => Inner::Adyen(adyen::AdyenVerifier::new(c, &secrets)?),
         };
         Ok(Verifier { inner })
     }
@@ -330,6 +339,7 @@ impl Verifier {
             Inner::Ed25519(v) => v.verify(req, now_unix),
             Inner::Twilio(v) => v.verify(req),
             Inner::Braintree(v) => v.verify(req),
+            Inner::Adyen(v) => v.verify(req),
             Inner::None => none::verify(req),
         }
     }
@@ -356,6 +366,7 @@ impl Verifier {
             Inner::Ed25519(_) => "ed25519",
             Inner::Twilio(_) => "twilio",
             Inner::Braintree(_) => "braintree",
+            Inner::Adyen(_) => "adyen-items",
             Inner::None => "none",
         }
     }
@@ -371,6 +382,7 @@ impl Verifier {
             Inner::Ed25519(v) => v.key_count(),
             Inner::Twilio(v) => v.key_count(),
             Inner::Braintree(v) => v.key_count(),
+            Inner::Adyen(v) => v.key_count(),
             Inner::None => 0,
         }
     }
@@ -409,7 +421,8 @@ pub struct SignInput<'a> {
 /// used only by schemes that sign a message id (Standard Webhooks). For the
 /// static-credential schemes "signing" is attaching the credential; for
 /// `none` it adds nothing and `secret` is ignored. Schemes that sign the
-/// URL need [`sign_request`].
+/// URL need [`sign_request`]; schemes whose signatures live in the body
+/// (`adyen-items`) need [`sign_full`].
 pub fn sign(
     scheme: &SchemeConfig,
     secret: &str,
@@ -456,6 +469,28 @@ pub fn sign_request(
         SchemeConfig::Twilio(_) => twilio::sign(secret, body, url),
         SchemeConfig::Braintree(_) => braintree::sign(),
         SchemeConfig::None(_) => Ok(none::sign()),
+        SchemeConfig::AdyenItems(_) => Err(KeyError::CannotSign(
+            "adyen-items signs inside the body; use sign_full",
+        )),
+    }
+}
+
+/// What a sender would send: the body (rewritten only by schemes that sign
+/// inside it, `adyen-items`) and the request's headers and path token.
+pub fn sign_full(
+    scheme: &SchemeConfig,
+    secret: &str,
+    input: &SignInput<'_>,
+) -> Result<(Vec<u8>, SignedRequest), KeyError> {
+    match scheme {
+        SchemeConfig::AdyenItems(c) => Ok((
+            adyen::sign_body(c, secret, input.body)?,
+            SignedRequest {
+                headers: Vec::new(),
+                path_token: None,
+            },
+        )),
+        _ => Ok((input.body.to_vec(), sign_request(scheme, secret, input)?)),
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::hmac::{HmacAlgorithm, KeyEncoding, SignatureEncoding};
 use super::mac::MacKey;
-use super::timestamped::{Compiled, TimestampedConfig};
+use super::timestamped::{Compiled, TimestampUnit, TimestampedConfig};
 use super::{KeyError, RequestView, SignedRequest, Verified, VerifyError};
 
 /// `[signature] scheme = "stripe"`.
@@ -53,13 +53,14 @@ impl StripeConfig {
         TimestampedConfig {
             header: self.header.clone(),
             separator: ",".to_owned(),
-            timestamp_key: "t".to_owned(),
-            signature_key: "v1".to_owned(),
+            timestamp_key: Some("t".to_owned()),
+            signature_key: Some("v1".to_owned()),
             content: "{timestamp}.{body}".to_owned(),
             algorithm: HmacAlgorithm::Sha256,
             encoding: SignatureEncoding::Hex,
             key_encoding: KeyEncoding::Utf8,
             tolerance_secs: self.tolerance_secs,
+            timestamp_unit: TimestampUnit::Seconds,
         }
     }
 }

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use super::hmac::tests::{pagerduty, slack};
 use super::standard_webhooks::tests::whsk;
-use super::timestamped::tests::paddle;
+use super::timestamped::tests::{paddle, recurly};
 use super::*;
 
 const STRIPE_SECRET: &str = "whsec_stripe0debug0secret0value";
@@ -56,6 +56,10 @@ fn schemes() -> Vec<(SchemeConfig, String)> {
         ),
         (
             SchemeConfig::TimestampedHmac(paddle()),
+            HMAC_SECRET.to_owned(),
+        ),
+        (
+            SchemeConfig::TimestampedHmac(recurly()),
             HMAC_SECRET.to_owned(),
         ),
         (SchemeConfig::Basic(BasicConfig {}), BASIC.to_owned()),
@@ -203,6 +207,7 @@ fn scheme_config_name_matches_the_toml_tag() {
             "hmac",
             "path-token",
             "timestamped-hmac",
+            "timestamped-hmac",
             "basic",
             "bearer",
             "header-token",
@@ -302,6 +307,7 @@ fn verify_with_a_different_secret_fails_for_every_scheme() {
         "another-secret",
         "b3RoZXIta2V5",
         "another-token",
+        "another-secret",
         "another-secret",
         "hookgate:another-password",
         "another-token",

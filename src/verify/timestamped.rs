@@ -11,6 +11,12 @@
 //! trimmed; a repeated timestamp is malformed rather than guessed at;
 //! signature entries that do not decode and unknown keys are skipped (they
 //! cannot be our MAC), and at most [`MAX_SIGNATURES`] are tried.
+//!
+//! Without entry keys the header is positional, as Recurly's
+//! `<timestamp>,<hex>[,<hex>…]`: the first entry is the timestamp, every
+//! other one a signature. The timestamp may be in milliseconds (Recurly
+//! again); the tolerance is still given in seconds and checked at the
+//! timestamp's own precision.
 
 use serde::Deserialize;
 
@@ -28,10 +34,11 @@ pub struct TimestampedConfig {
     /// Between entries: `","` (Stripe) or `";"` (Paddle).
     #[serde(default = "default_separator")]
     pub separator: String,
-    /// The entry key of the timestamp: `t` (Stripe), `ts` (Paddle).
-    pub timestamp_key: String,
+    /// The entry key of the timestamp: `t` (Stripe), `ts` (Paddle). Leave
+    /// out both keys for a positional header (Recurly).
+    pub timestamp_key: Option<String>,
     /// The entry key of a signature: `v1` (Stripe), `h1` (Paddle).
-    pub signature_key: String,
+    pub signature_key: Option<String>,
     /// What is signed; must contain `{timestamp}` and `{body}`.
     pub content: String,
     #[serde(default)]
@@ -43,6 +50,39 @@ pub struct TimestampedConfig {
     /// Maximum distance between the timestamp and now, either direction.
     #[serde(default = "default_tolerance_secs")]
     pub tolerance_secs: u64,
+    /// What the timestamp counts: `seconds` (default) or `milliseconds`
+    /// since the Unix epoch.
+    #[serde(default)]
+    pub timestamp_unit: TimestampUnit,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestampUnit {
+    #[default]
+    Seconds,
+    Milliseconds,
+}
+
+impl TimestampUnit {
+    fn per_second(self) -> i64 {
+        match self {
+            TimestampUnit::Seconds => 1,
+            TimestampUnit::Milliseconds => 1000,
+        }
+    }
+}
+
+/// Where the timestamp and the signatures are among the header's entries.
+#[derive(Debug, Clone)]
+enum Layout {
+    /// `key=value` entries.
+    Keyed {
+        timestamp_key: String,
+        signature_key: String,
+    },
+    /// The first entry is the timestamp, the others are signatures.
+    Positional,
 }
 
 fn default_separator() -> String {
@@ -58,11 +98,11 @@ fn default_tolerance_secs() -> u64 {
 pub(super) struct Compiled {
     header: String,
     separator: String,
-    timestamp_key: String,
-    signature_key: String,
+    layout: Layout,
     template: Template,
     encoding: SignatureEncoding,
     tolerance_secs: u64,
+    unit: TimestampUnit,
 }
 
 impl Compiled {
@@ -74,19 +114,35 @@ impl Compiled {
         if c.separator.is_empty() || c.separator.contains('=') {
             return config("separator must be non-empty and must not contain '='");
         }
-        for (name, key) in [
-            ("timestamp_key", &c.timestamp_key),
-            ("signature_key", &c.signature_key),
-        ] {
-            if key.trim().is_empty() || key.contains('=') || key.contains(c.separator.as_str()) {
-                return config(&format!(
-                    "{name} must be non-empty and contain neither '=' nor the separator"
-                ));
-            }
-        }
-        if c.timestamp_key == c.signature_key {
-            return config("timestamp_key and signature_key must differ");
-        }
+        let layout =
+            match (&c.timestamp_key, &c.signature_key) {
+                (Some(timestamp_key), Some(signature_key)) => {
+                    for (name, key) in [
+                        ("timestamp_key", timestamp_key),
+                        ("signature_key", signature_key),
+                    ] {
+                        if key.trim().is_empty()
+                            || key.contains('=')
+                            || key.contains(c.separator.as_str())
+                        {
+                            return config(&format!(
+                            "{name} must be non-empty and contain neither '=' nor the separator"
+                        ));
+                        }
+                    }
+                    if timestamp_key == signature_key {
+                        return config("timestamp_key and signature_key must differ");
+                    }
+                    Layout::Keyed {
+                        timestamp_key: timestamp_key.clone(),
+                        signature_key: signature_key.clone(),
+                    }
+                }
+                (None, None) => Layout::Positional,
+                _ => return config(
+                    "give both timestamp_key and signature_key, or neither (a positional header)",
+                ),
+            };
         let template = Template::parse(&c.content)?;
         if !template.has(&Part::Body) || !template.has(&Part::Timestamp) {
             // Without the timestamp in the MAC anyone could change it, and
@@ -96,11 +152,11 @@ impl Compiled {
         Ok(Compiled {
             header: c.header.clone(),
             separator: c.separator.clone(),
-            timestamp_key: c.timestamp_key.clone(),
-            signature_key: c.signature_key.clone(),
+            layout,
             template,
             encoding: c.encoding,
             tolerance_secs: c.tolerance_secs,
+            unit: c.timestamp_unit,
         })
     }
 
@@ -110,25 +166,41 @@ impl Compiled {
     fn parse<'a>(&self, value: &'a str) -> Result<(&'a str, i64, Vec<Vec<u8>>), VerifyError> {
         let mut timestamp = None;
         let mut signatures = Vec::new();
-        for entry in value.split(self.separator.as_str()) {
-            let Some((key, val)) = entry.trim().split_once('=') else {
-                continue;
-            };
-            let (key, val) = (key.trim(), val.trim());
-            if key == self.timestamp_key {
-                if timestamp.is_some() {
-                    return Err(VerifyError::InvalidSignature);
-                }
-                let parsed = wire::parse_timestamp(val).ok_or(VerifyError::InvalidSignature)?;
-                timestamp = Some((val, parsed));
-            } else if key == self.signature_key && signatures.len() < MAX_SIGNATURES {
-                let decoded = match self.encoding {
-                    SignatureEncoding::Hex => hex::decode(val).ok(),
-                    SignatureEncoding::Base64 => wire::decode_base64(val),
-                };
-                if let Some(bytes) = decoded.filter(|b| !b.is_empty()) {
+        let mut add_signature = |encoded: &str| {
+            if signatures.len() < MAX_SIGNATURES {
+                if let Some(bytes) = self.encoding.decode(encoded).filter(|b| !b.is_empty()) {
                     signatures.push(bytes);
                 }
+            }
+        };
+        let parse_timestamp =
+            |raw: &'a str| wire::parse_timestamp(raw).ok_or(VerifyError::InvalidSignature);
+        let mut entries = value.split(self.separator.as_str()).map(str::trim);
+        match &self.layout {
+            Layout::Keyed {
+                timestamp_key,
+                signature_key,
+            } => {
+                for entry in entries {
+                    let Some((key, val)) = entry.split_once('=') else {
+                        continue;
+                    };
+                    let (key, val) = (key.trim(), val.trim());
+                    if key == timestamp_key {
+                        if timestamp.is_some() {
+                            return Err(VerifyError::InvalidSignature);
+                        }
+                        timestamp = Some((val, parse_timestamp(val)?));
+                    } else if key == signature_key {
+                        add_signature(val);
+                    }
+                }
+            }
+            Layout::Positional => {
+                if let Some(first) = entries.next() {
+                    timestamp = Some((first, parse_timestamp(first)?));
+                }
+                entries.for_each(add_signature);
             }
         }
         match timestamp {
@@ -158,8 +230,13 @@ impl Compiled {
         }
         // Checked only after the MAC, so this error means "authentic but
         // stale or early", which is what an operator needs to know.
-        wire::check_tolerance(timestamp, now, self.tolerance_secs)?;
-        Ok(Verified::new(Some(timestamp)))
+        let per_second = self.unit.per_second();
+        wire::check_tolerance(
+            timestamp,
+            now.saturating_mul(per_second),
+            self.tolerance_secs.saturating_mul(per_second as u64),
+        )?;
+        Ok(Verified::new(Some(timestamp.div_euclid(per_second))))
     }
 
     pub(super) fn sign(
@@ -172,21 +249,23 @@ impl Compiled {
         if timestamp < 0 {
             return Err(KeyError::CannotSign("the timestamp must not be negative"));
         }
-        let ts = timestamp.to_string();
+        let ts = timestamp
+            .checked_mul(self.unit.per_second())
+            .ok_or(KeyError::CannotSign("the timestamp is out of range"))?
+            .to_string();
         let url = self.template.sign_url(url)?;
         let tag = key.tag(&self.template.pieces(body, &ts, url));
-        let encoded = match self.encoding {
-            SignatureEncoding::Hex => hex::encode(tag),
-            SignatureEncoding::Base64 => wire::encode_base64(&tag),
+        let encoded = self.encoding.encode(&tag);
+        let sep = &self.separator;
+        let value = match &self.layout {
+            Layout::Keyed {
+                timestamp_key,
+                signature_key,
+            } => format!("{timestamp_key}={ts}{sep}{signature_key}={encoded}"),
+            Layout::Positional => format!("{ts}{sep}{encoded}"),
         };
         Ok(SignedRequest {
-            headers: vec![(
-                self.header.clone(),
-                format!(
-                    "{}={ts}{}{}={encoded}",
-                    self.timestamp_key, self.separator, self.signature_key
-                ),
-            )],
+            headers: vec![(self.header.clone(), value)],
             path_token: None,
         })
     }
@@ -241,13 +320,14 @@ pub(super) mod tests {
         TimestampedConfig {
             header: "Paddle-Signature".to_owned(),
             separator: ";".to_owned(),
-            timestamp_key: "ts".to_owned(),
-            signature_key: "h1".to_owned(),
+            timestamp_key: Some("ts".to_owned()),
+            signature_key: Some("h1".to_owned()),
             content: "{timestamp}:{body}".to_owned(),
             algorithm: HmacAlgorithm::Sha256,
             encoding: SignatureEncoding::Hex,
             key_encoding: KeyEncoding::Utf8,
             tolerance_secs: 300,
+            timestamp_unit: TimestampUnit::Seconds,
         }
     }
 
@@ -400,11 +480,15 @@ pub(super) mod tests {
                 ..paddle()
             },
             TimestampedConfig {
-                signature_key: "ts".into(),
+                signature_key: Some("ts".into()),
                 ..paddle()
             },
             TimestampedConfig {
-                timestamp_key: "t;s".into(),
+                timestamp_key: Some("t;s".into()),
+                ..paddle()
+            },
+            TimestampedConfig {
+                signature_key: None,
                 ..paddle()
             },
             TimestampedConfig {
@@ -418,6 +502,104 @@ pub(super) mod tests {
             assert!(matches!(err, KeyError::Config(_)), "{c:?}");
             assert!(sign(&c, "k", b"", 0, None).is_err());
         }
+    }
+
+    /// Recurly, as in providers/recurly/provider.toml.
+    pub(in super::super) fn recurly() -> TimestampedConfig {
+        TimestampedConfig {
+            header: "recurly-signature".to_owned(),
+            separator: ",".to_owned(),
+            timestamp_key: None,
+            signature_key: None,
+            content: "{timestamp}.{body}".to_owned(),
+            timestamp_unit: TimestampUnit::Milliseconds,
+            ..paddle()
+        }
+    }
+
+    // recurly/recurly-client-ruby spec/recurly/webhooks_spec.rb (see
+    // tests/vectors/README.md): a header in milliseconds.
+    const RECURLY_SECRET: &str = "354fab5bd35f5a0d50845ee7e30165244468b13c2c343f104e4e730a59326d9d";
+    const RECURLY_BODY: &[u8] = include_bytes!("../../tests/vectors/recurly_account_created.json");
+    const RECURLY_TS: &str = "1663103925004";
+    const RECURLY_SIG: &str = "ad24699f3beaa24c9af2cc7ada3ce4c835da0090194241b9d3add83d27f14bc3";
+
+    fn check_recurly(v: &Verifier, header: &str, now: i64) -> Result<Verified, VerifyError> {
+        let mut headers = Headers::new();
+        headers.push("Recurly-Signature", header);
+        v.verify(
+            &RequestView {
+                headers: &headers,
+                body: RECURLY_BODY,
+                path_token: None,
+                url: None,
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn timestamped_positional_milliseconds_recurly_sdk_vector_verifies() {
+        let v = verifier(recurly(), &[RECURLY_SECRET]);
+        let header = format!("{RECURLY_TS},{RECURLY_SIG}");
+        // Verified.timestamp is in seconds whatever the header's unit.
+        let ok = check_recurly(&v, &header, 1663103925).unwrap();
+        assert_eq!(ok.timestamp, Some(1663103925));
+        // The SDK's rotation case: a dummy signature before the real one.
+        assert!(check_recurly(
+            &v,
+            &format!("{RECURLY_TS},de1ec7ab1e,{RECURLY_SIG}"),
+            1663103925
+        )
+        .is_ok());
+        assert!(check_recurly(&v, &format!("{RECURLY_TS}, {RECURLY_SIG}"), 1663103925).is_ok());
+        assert_eq!(
+            check_recurly(&verifier(recurly(), &["key"]), &header, 1663103925).unwrap_err(),
+            VerifyError::InvalidSignature
+        );
+        for bad in [
+            format!("1663103925005,{RECURLY_SIG}"), // the timestamp is signed
+            format!("abc,{RECURLY_SIG}"),
+            format!("{RECURLY_TS},"),
+            RECURLY_TS.to_owned(),
+            format!("{RECURLY_SIG},{RECURLY_TS}"),
+            format!("t={RECURLY_TS},v1={RECURLY_SIG}"),
+        ] {
+            assert_eq!(
+                check_recurly(&v, &bad, 1663103925).unwrap_err(),
+                VerifyError::InvalidSignature,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamped_milliseconds_tolerance_is_in_seconds_at_millisecond_precision() {
+        let v = verifier(recurly(), &[RECURLY_SECRET]);
+        let header = format!("{RECURLY_TS},{RECURLY_SIG}");
+        // 1663103925.004 s: 300 s either way is 1663103625.004 ..= 1663104225.004.
+        assert!(check_recurly(&v, &header, 1663104225).is_ok());
+        assert!(check_recurly(&v, &header, 1663103626).is_ok());
+        for now in [1663104226, 1663103625, 1663103925 + 86_400] {
+            assert_eq!(
+                check_recurly(&v, &header, now).unwrap_err(),
+                VerifyError::TimestampOutOfTolerance,
+                "{now}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamped_positional_sign_writes_milliseconds_and_round_trips() {
+        let signed = sign(&recurly(), RECURLY_SECRET, RECURLY_BODY, 1663103925, None).unwrap();
+        let (name, value) = &signed.headers[0];
+        assert_eq!(name, "recurly-signature");
+        let (ts, sig) = value.split_once(',').unwrap();
+        assert_eq!(ts, "1663103925000");
+        assert_eq!(sig.len(), 64);
+        let v = verifier(recurly(), &[RECURLY_SECRET]);
+        assert!(check_recurly(&v, value, 1663103925).is_ok());
+        assert!(sign(&recurly(), RECURLY_SECRET, RECURLY_BODY, i64::MAX, None).is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static str {
         "braintree" => "hookgate_public_key:hookgate_private_key",
         // RFC 8032 test 1 key pair (seed, public key): signs and verifies.
         "ed25519" => "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        // Adyen's HMAC keys are hex (this is the Adyen SDK tests' key).
+        "adyen-items" => "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056",
         _ => "fixture-secret",
     }
 }

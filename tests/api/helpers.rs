@@ -343,7 +343,7 @@ pub fn signed_for_url(
     base: Option<&str>,
 ) -> Outgoing {
     let url = base.map(|b| format!("{b}/v1/webhooks/{source}"));
-    let signed = verify::sign_request(
+    let (body, signed) = verify::sign_full(
         &scheme(provider),
         secret,
         &verify::SignInput {
@@ -363,7 +363,7 @@ pub fn signed_for_url(
     Outgoing {
         path,
         headers,
-        body: body.to_vec(),
+        body,
     }
 }
 
