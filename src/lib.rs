@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingest;
 pub mod providers;
 pub mod queue;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

@@ -130,7 +130,7 @@ fn migrate(config: &Path) -> anyhow::Result<()> {
 }
 
 fn replay(config: &Path, delivery: &str) -> anyhow::Result<()> {
-    use hookgate::store::{DeliveryStatus, Requeue};
+    use hookgate::store::{DeliveryStatus, Transition};
     let settings = load_settings(config)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let store = hookgate::store::open(&settings.storage.url).await?;
@@ -143,12 +143,15 @@ fn replay(config: &Path, delivery: &str) -> anyhow::Result<()> {
         let outcome = store.requeue(delivery, &allowed, now).await?;
         store.close().await;
         match outcome {
-            Requeue::Requeued => {
+            Transition::Applied => {
                 println!("ok: {delivery} is pending again");
                 Ok(())
             }
-            Requeue::NotFound => anyhow::bail!("no delivery {delivery}"),
-            Requeue::Refused(s) => anyhow::bail!("a {} delivery can't be replayed", s.as_str()),
+            Transition::NotFound => anyhow::bail!("no delivery {delivery}"),
+            Transition::Refused(s) => anyhow::bail!("a {} delivery can't be replayed", s.as_str()),
+            Transition::BodyPurged => {
+                anyhow::bail!("the raw body of {delivery} was removed by retention")
+            }
         }
     })
 }

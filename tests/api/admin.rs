@@ -1,5 +1,6 @@
-//! Operator actions: replay is idempotent downstream; quarantined
-//! deliveries are released only once they pass the schema.
+//! The operator API: the audit trail of attempts, listing by filter with
+//! cursor paging, a delivery's full record, replay (one or by filter) that
+//! never duplicates downstream, quarantine release and discard.
 
 use serde_json::{json, Value};
 
@@ -86,7 +87,84 @@ async fn admin_release_revalidates_quarantined_delivery(backend: Backend) {
     assert_eq!(status, 409);
 }
 
+/// A Stripe invoice.paid whose processing fails: valid for the provider
+/// schema, but the catalog's invoice id is missing.
+fn poison(id: &str) -> Outgoing {
+    stripe(id, |v| {
+        v["data"]["object"].as_object_mut().unwrap().remove("id");
+    })
+}
+
+async fn admin_attempts_are_audited_with_outcome_error_and_times(backend: Backend) {
+    let app = spawn_app_with(Spawn {
+        backend,
+        max_attempts: 2,
+        ..Spawn::default()
+    })
+    .await;
+    let failing = app.send_expect(&poison("evt_poison"), 200).await;
+    let failing = failing["id"].as_str().unwrap();
+    assert_eq!(app.drain().await, 1);
+    app.clock.advance_ms(3_600_000);
+    assert_eq!(app.drain().await, 1);
+    let d = app.delivery(failing).await;
+    assert_eq!(d["status"], "dead", "{d}");
+    let log = d["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{d}");
+    assert_eq!(log[0]["attempt"], 1);
+    assert_eq!(log[0]["outcome"], "failed");
+    assert_eq!(log[0]["started_at"], "2025-12-06T05:46:40Z");
+    assert_eq!(log[0]["finished_at"], "2025-12-06T05:46:40Z");
+    let retry_at = time::OffsetDateTime::parse(
+        log[0]["retry_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(retry_at.unix_timestamp_nanos() > i128::from(NOW) * 1_000_000_000);
+    assert!(
+        log[0]["error"].as_str().unwrap().contains("invoice_id"),
+        "{log:?}"
+    );
+    assert_eq!(log[1]["attempt"], 2);
+    assert_eq!(log[1]["outcome"], "dead");
+    assert_eq!(log[1]["started_at"], "2025-12-06T06:46:40Z");
+    assert_eq!(log[1]["retry_at"], Value::Null);
+    assert_eq!(log[1]["events"], json!([]));
+
+    // Signed at NOW: sent at NOW.
+    app.clock.set_unix(NOW);
+    let ok = app.send_expect(&stripe("evt_ok", |_| {}), 200).await;
+    let ok = ok["id"].as_str().unwrap();
+    app.drain().await;
+    let events = app.all_events().await;
+    assert_eq!(events.len(), 1);
+    let produced = json!([{ "id": events[0]["id"], "type": "invoice.paid" }]);
+    let d = app.delivery(ok).await;
+    assert_eq!(d["events"], produced, "{d}");
+    assert_eq!(d["attempt_log"].as_array().unwrap().len(), 1);
+    assert_eq!(d["attempt_log"][0]["outcome"], "done");
+    assert_eq!(d["attempt_log"][0]["events"], produced);
+
+    // A replay is a new attempt (numbered from 1 again: a fresh budget)
+    // that produces the same event, not a second one.
+    app.clock.advance_ms(1_000);
+    let (status, _) = app
+        .post(&format!("/v1/admin/deliveries/{ok}/replay"), None)
+        .await;
+    assert_eq!(status, 202);
+    app.drain().await;
+    let d = app.delivery(ok).await;
+    let log = d["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{d}");
+    assert_eq!(log[1]["attempt"], 1);
+    assert_eq!(log[1]["outcome"], "done");
+    assert_eq!(log[1]["started_at"], "2025-12-06T05:46:41Z");
+    assert_eq!(log[1]["events"], produced);
+    assert_eq!(d["events"], produced);
+}
+
 crate::backend_tests!(
     admin_replay_twice_creates_no_second_event,
-    admin_release_revalidates_quarantined_delivery
+    admin_release_revalidates_quarantined_delivery,
+    admin_attempts_are_audited_with_outcome_error_and_times,
 );

@@ -182,6 +182,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub processor: Arc<Processor>,
+    pub retention: Arc<hookgate::retention::Retention>,
     pub app_stats: Arc<hookgate::store::group_commit::Stats>,
     pub publisher: Option<Arc<hookgate::bus::Publisher>>,
     pub db: TestDb,
@@ -226,6 +227,8 @@ pub fn settings_for(dir: &Path, db_url: &str, spawn: &Spawn) -> Settings {
     settings.queue.max_attempts = spawn.max_attempts;
     settings.queue.backoff_base_ms = 1_000;
     settings.queue.sweep_interval_ms = 200;
+    // Tests run retention passes by hand, at the clock they set.
+    settings.retention.interval_secs = 0;
     settings.sources = spawn
         .sources
         .iter()
@@ -277,6 +280,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
     .expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let processor = app.processor();
+    let retention = app.retention();
     let app_stats = app.ingestor_stats();
     let publisher = app.publisher();
     tokio::spawn(app.run_until_stopped());
@@ -285,6 +289,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
         client: reqwest::Client::new(),
         clock,
         processor,
+        retention,
         app_stats,
         publisher,
         db,
@@ -395,6 +400,20 @@ impl TestApp {
             .send()
             .await
             .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An operator's POST, with a JSON body when given.
+    pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(API_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.expect("request sent");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
