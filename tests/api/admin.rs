@@ -163,8 +163,246 @@ async fn admin_attempts_are_audited_with_outcome_error_and_times(backend: Backen
     assert_eq!(d["events"], produced);
 }
 
+/// A Stripe invoice.paid signed at the app's current time.
+fn stripe_now(app: &TestApp, id: &str) -> Outgoing {
+    let mut v = fixture("stripe", "invoice.paid");
+    set_pointer(&mut v, "/id", json!(id));
+    let at = hookgate::clock::Clock::now(app.clock.as_ref()).unix_timestamp();
+    signed(
+        "stripe",
+        "stripe",
+        "whsec_test_new_secret",
+        &serde_json::to_vec(&v).unwrap(),
+        at,
+        id,
+    )
+}
+
+/// Every delivery id the listing returns for `query`, following
+/// `next_cursor` `limit` rows at a time; `between` runs after each page.
+async fn page_through<F, Fut>(
+    app: &TestApp,
+    query: &str,
+    limit: usize,
+    mut between: F,
+) -> Vec<String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/admin/deliveries?{query}&limit={limit}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let rows = page["deliveries"].as_array().unwrap();
+        assert!(rows.len() <= limit);
+        ids.extend(rows.iter().map(|d| d["id"].as_str().unwrap().to_string()));
+        between().await;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return ids,
+        }
+    }
+}
+
+async fn admin_delivery_list_filters_and_pages_without_skips_or_repeats(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Seven stripe deliveries, two of them in the same millisecond (the
+    // id breaks the tie), and two pagerduty ones.
+    let mut stripe_ids = Vec::new();
+    for n in 0..7 {
+        if n != 4 {
+            app.clock.advance_ms(1_000);
+        }
+        let r = app
+            .send_expect(&stripe_now(&app, &format!("evt_list_{n}")), 200)
+            .await;
+        stripe_ids.push(r["id"].as_str().unwrap().to_string());
+    }
+    let at = hookgate::clock::Clock::now(app.clock.as_ref()).unix_timestamp();
+    let mut pd_ids = Vec::new();
+    for name in ["incident.triggered", "incident.resolved"] {
+        app.clock.advance_ms(1_000);
+        let body = serde_json::to_vec(&fixture("pagerduty", name)).unwrap();
+        let req = signed(
+            "pagerduty",
+            "pagerduty",
+            "pd-secret-new",
+            &body,
+            at + 1,
+            "x",
+        );
+        let r = app.send_expect(&req, 200).await;
+        pd_ids.push(r["id"].as_str().unwrap().to_string());
+    }
+    // Newest first; the two of one millisecond by id, descending.
+    let mut newest_first: Vec<String> = stripe_ids.iter().rev().cloned().collect();
+    if newest_first[2] < newest_first[3] {
+        newest_first.swap(2, 3);
+    }
+
+    // Paging while new deliveries keep arriving: they are newer than the
+    // position, so every page goes on where the last ended.
+    let arrivals = std::cell::Cell::new(0);
+    let paged = page_through(&app, "source=stripe", 3, || {
+        let n = arrivals.get();
+        arrivals.set(n + 1);
+        let app = &app;
+        async move {
+            app.clock.advance_ms(1_000);
+            app.send_expect(&stripe_now(app, &format!("evt_late_{n}")), 200)
+                .await;
+        }
+    })
+    .await;
+    assert_eq!(paged, newest_first, "no skip, no repeat, newest first");
+    let late = arrivals.get();
+    assert_eq!(late, 3);
+    // The late ones are at the top of a fresh listing.
+    let all = page_through(&app, "source=stripe", 4, || async {}).await;
+    assert_eq!(all.len(), 7 + late);
+    assert_eq!(&all[late..], &newest_first[..]);
+    newest_first = all;
+
+    // Filters.
+    let ids = |q: &'static str| {
+        let app = &app;
+        async move { page_through(app, q, 100, || async {}).await }
+    };
+    assert_eq!(
+        ids("source=pagerduty").await,
+        vec![pd_ids[1].clone(), pd_ids[0].clone()]
+    );
+    assert_eq!(ids("provider=pagerduty").await.len(), 2);
+    assert_eq!(ids("provider=stripe").await, newest_first);
+    assert_eq!(
+        ids("event_type=incident.resolved").await,
+        vec![pd_ids[1].clone()]
+    );
+    assert_eq!(
+        ids("event_id=evt_list_3").await,
+        vec![stripe_ids[3].clone()]
+    );
+    assert_eq!(ids("status=done").await.len(), 0);
+    assert_eq!(ids("status=pending,done").await.len(), 7 + late + 2);
+    // Received in [NOW+2s, NOW+4s): evt_list_1 and evt_list_2.
+    assert_eq!(
+        ids("since=2025-12-06T05:46:42Z&until=2025-12-06T05:46:44Z").await,
+        vec![stripe_ids[2].clone(), stripe_ids[1].clone()]
+    );
+    assert_eq!(
+        ids("source=stripe&event_id=evt_list_0&since=2025-12-06T05:46:42Z")
+            .await
+            .len(),
+        0,
+        "filters combine"
+    );
+    app.drain().await;
+    assert_eq!(ids("status=done&source=pagerduty").await.len(), 2);
+
+    for bad in [
+        "status=nope",
+        "since=yesterday",
+        "cursor=abc",
+        "limit=-1",
+        "stauts=dead",
+    ] {
+        let (status, body) = app.get(&format!("/v1/admin/deliveries?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+}
+
+async fn admin_delivery_detail_shows_request_redacted_and_produced_events(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let req = stripe("evt_detail", |_| {})
+        .header("authorization", "Bearer sender-credential")
+        .header("x-custom-token", "another-credential")
+        .header("x-request-source", "tests");
+    let body_sent = String::from_utf8(req.body.clone()).unwrap();
+    let signature = req
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("stripe-signature"))
+        .unwrap()
+        .1
+        .clone();
+    let reply = app.send_expect(&req, 200).await;
+    let id = reply["id"].as_str().unwrap();
+    let d = app.delivery(id).await;
+    assert_eq!(d["status"], "pending");
+    assert_eq!(d["provider_event_id"], "evt_detail");
+    assert_eq!(d["provider_event_type"], "invoice.paid");
+    assert_eq!(d["received_at"], "2025-12-06T05:46:40Z");
+    assert_eq!(
+        d["verification"],
+        json!({ "verified": true, "scheme": "stripe" })
+    );
+    assert_eq!(d["schema"]["valid"], true);
+    assert_eq!(d["events"], json!([]));
+    let request = &d["request"];
+    assert_eq!(request["remote_addr"], "127.0.0.1");
+    assert_eq!(request["body"]["encoding"], "utf-8");
+    assert_eq!(request["body"]["text"], body_sent);
+    let headers = &request["headers"];
+    assert_eq!(headers["stripe-signature"], json!(["[redacted]"]));
+    assert_eq!(headers["x-custom-token"], json!(["[redacted]"]));
+    assert_eq!(headers["x-request-source"], json!(["tests"]));
+    assert_eq!(headers["content-type"], json!(["application/json"]));
+    assert!(headers.get("authorization").is_none(), "never stored");
+    let shown = d.to_string();
+    for secret in [
+        "sender-credential",
+        "another-credential",
+        signature.as_str(),
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown");
+    }
+
+    app.drain().await;
+    let d = app.delivery(id).await;
+    let events = app.all_events().await;
+    assert_eq!(d["status"], "done");
+    assert_eq!(
+        d["events"],
+        json!([{ "id": events[0]["id"], "type": "invoice.paid" }])
+    );
+
+    // A quarantined delivery shows what failed.
+    let q = app
+        .send_expect(&stripe("evt_detail_q", |v| v["type"] = json!(7)), 200)
+        .await;
+    let d = app.delivery(q["id"].as_str().unwrap()).await;
+    assert_eq!(d["schema"]["valid"], false);
+    assert!(
+        d["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["path"] == "/type"),
+        "{d}"
+    );
+
+    let (status, _) = app.get("/v1/admin/deliveries/dlv_nope").await;
+    assert_eq!(status, 404);
+    let r = app
+        .client
+        .get(format!("{}/v1/admin/deliveries/{id}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
 crate::backend_tests!(
     admin_replay_twice_creates_no_second_event,
     admin_release_revalidates_quarantined_delivery,
     admin_attempts_are_audited_with_outcome_error_and_times,
+    admin_delivery_list_filters_and_pages_without_skips_or_repeats,
+    admin_delivery_detail_shows_request_redacted_and_produced_events,
 );
