@@ -399,10 +399,87 @@ async fn admin_delivery_detail_shows_request_redacted_and_produced_events(backen
     assert_eq!(r.status().as_u16(), 401);
 }
 
+async fn admin_bulk_replay_counts_first_and_never_duplicates_downstream(backend: Backend) {
+    let app = spawn_app_with(Spawn {
+        backend,
+        max_attempts: 1,
+        ..Spawn::default()
+    })
+    .await;
+    let mut done = Vec::new();
+    for n in 0..3 {
+        let r = app
+            .send_expect(&stripe(&format!("evt_bulk_{n}"), |_| {}), 200)
+            .await;
+        done.push(r["id"].as_str().unwrap().to_string());
+    }
+    let dead = app.send_expect(&poison("evt_bulk_dead"), 200).await;
+    let dead = dead["id"].as_str().unwrap().to_string();
+    let body = serde_json::to_vec(&fixture("pagerduty", "incident.triggered")).unwrap();
+    let pd = signed("pagerduty", "pagerduty", "pd-secret-new", &body, NOW, "x");
+    app.send_expect(&pd, 200).await;
+    app.drain().await;
+    let before = app.all_events().await;
+    assert_eq!(before.len(), 4, "three invoices, one incident");
+    assert_eq!(app.delivery(&dead).await["status"], "dead");
+
+    let bulk = |body: Value| {
+        let app = &app;
+        async move { app.post("/v1/admin/deliveries/replay", Some(body)).await }
+    };
+    // A dry run counts and changes nothing.
+    let (status, r) = bulk(json!({ "source": "stripe", "dry_run": true })).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r, json!({ "dry_run": true, "count": 4 }));
+    let (_, r) = bulk(json!({ "source": "stripe", "status": "dead", "dry_run": true })).await;
+    assert_eq!(r["count"], 1);
+    for id in &done {
+        assert_eq!(app.delivery(id).await["status"], "done");
+    }
+    assert_eq!(app.drain().await, 0, "nothing requeued by a dry run");
+
+    for _ in 0..2 {
+        let (status, r) = bulk(json!({ "source": "stripe", "status": "done" })).await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r, json!({ "dry_run": false, "count": 3 }));
+        for id in &done {
+            assert_eq!(app.delivery(id).await["status"], "pending");
+        }
+        assert_eq!(app.delivery(&dead).await["status"], "dead", "filtered out");
+        assert_eq!(app.drain().await, 3);
+        assert_eq!(
+            app.all_events().await,
+            before,
+            "same events, same ids, once"
+        );
+    }
+
+    for (body, why) in [
+        (json!({}), "no filter"),
+        (json!({ "dry_run": true }), "no filter"),
+        (json!({ "status": "pending" }), "not replayable"),
+        (json!({ "status": "quarantined" }), "released, not replayed"),
+        (json!({ "stauts": "dead" }), "misspelt filter"),
+        (json!({ "source": "stripe", "limit": 5 }), "paging"),
+    ] {
+        let (status, r) = bulk(body).await;
+        assert_eq!(status, 400, "{why}: {r}");
+    }
+    let r = app
+        .client
+        .post(format!("{}/v1/admin/deliveries/replay", app.address))
+        .json(&json!({ "source": "stripe" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
 crate::backend_tests!(
     admin_replay_twice_creates_no_second_event,
     admin_release_revalidates_quarantined_delivery,
     admin_attempts_are_audited_with_outcome_error_and_times,
     admin_delivery_list_filters_and_pages_without_skips_or_repeats,
     admin_delivery_detail_shows_request_redacted_and_produced_events,
+    admin_bulk_replay_counts_first_and_never_duplicates_downstream,
 );
