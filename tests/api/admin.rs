@@ -475,6 +475,162 @@ async fn admin_bulk_replay_counts_first_and_never_duplicates_downstream(backend:
     assert_eq!(r.status().as_u16(), 401);
 }
 
+async fn admin_discard_records_reason_and_time(backend: Backend) {
+    let app = spawn_app_with(Spawn {
+        backend,
+        max_attempts: 1,
+        ..Spawn::default()
+    })
+    .await;
+    let q = app
+        .send_expect(&stripe("evt_discard_q", |v| v["type"] = json!(7)), 200)
+        .await;
+    let q = q["id"].as_str().unwrap().to_string();
+    let dead = app.send_expect(&poison("evt_discard_dead"), 200).await;
+    let dead = dead["id"].as_str().unwrap().to_string();
+    let ok = app
+        .send_expect(&stripe("evt_discard_ok", |_| {}), 200)
+        .await;
+    let ok = ok["id"].as_str().unwrap().to_string();
+    app.drain().await;
+
+    let discard = |id: &str, body: Option<Value>| {
+        let app = &app;
+        let path = format!("/v1/admin/deliveries/{id}/discard");
+        async move { app.post(&path, body).await }
+    };
+    for body in [None, Some(json!({})), Some(json!({ "reason": "  " }))] {
+        let (status, r) = discard(&q, body).await;
+        assert_eq!(status, 400, "{r}");
+    }
+    assert_eq!(app.delivery(&q).await["status"], "quarantined");
+
+    app.clock.advance_ms(5_000);
+    let (status, r) = discard(
+        &q,
+        Some(json!({ "reason": "test payload from the sender's sandbox" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["status"], "discarded");
+    let d = app.delivery(&q).await;
+    assert_eq!(d["status"], "discarded");
+    assert_eq!(
+        d["discarded"],
+        json!({ "reason": "test payload from the sender's sandbox", "at": "2025-12-06T05:46:45Z" })
+    );
+    let (status, r) = discard(&dead, Some(json!({ "reason": "customer deleted" }))).await;
+    assert_eq!(status, 200, "{r}");
+
+    // Only what waits for a decision can be discarded, and only once.
+    for id in [&q, &ok] {
+        let (status, r) = discard(id, Some(json!({ "reason": "again" }))).await;
+        assert_eq!(status, 409, "{r}");
+    }
+    let (status, _) = discard("dlv_nope", Some(json!({ "reason": "x" }))).await;
+    assert_eq!(status, 404);
+    // A discarded delivery is neither released nor replayed nor processed.
+    let (status, _) = app
+        .post(&format!("/v1/admin/deliveries/{q}/release"), None)
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = app
+        .post(&format!("/v1/admin/deliveries/{dead}/replay"), None)
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(app.drain().await, 0);
+
+    let (_, list) = app.get("/v1/admin/deliveries?status=discarded").await;
+    let listed: Vec<&str> = list["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![dead.as_str(), q.as_str()]);
+    assert_eq!(
+        list["deliveries"][1]["discard_reason"],
+        "test payload from the sender's sandbox"
+    );
+}
+
+async fn admin_bulk_release_revalidates_each_against_the_fixed_schema(backend: Backend) {
+    // The first gateway runs with a stricter Stripe schema than the
+    // payloads meet: they are quarantined.
+    let dir = tempfile::tempdir().unwrap();
+    let strict = dir.path().join("providers");
+    copy_tree(&repo().join("providers"), &strict);
+    let schema_file = strict.join("stripe/schemas/event.json");
+    let mut schema: Value = serde_json::from_slice(&std::fs::read(&schema_file).unwrap()).unwrap();
+    schema["required"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("x_required_by_a_test"));
+    std::fs::write(&schema_file, serde_json::to_vec(&schema).unwrap()).unwrap();
+    let first = spawn_app_configured(
+        Spawn {
+            backend,
+            ..Spawn::default()
+        },
+        |s| s.paths.providers = strict.clone(),
+    )
+    .await;
+    let mut quarantined = Vec::new();
+    for n in 0..2 {
+        let r = first
+            .send_expect(&stripe(&format!("evt_rel_{n}"), |_| {}), 200)
+            .await;
+        assert_eq!(r["status"], "quarantined", "{r}");
+        quarantined.push(r["id"].as_str().unwrap().to_string());
+    }
+    // This one also fails the real schema.
+    let bad = first
+        .send_expect(&stripe("evt_rel_bad", |v| v["type"] = json!(7)), 200)
+        .await;
+    let bad = bad["id"].as_str().unwrap().to_string();
+
+    // The schema is fixed: a gateway with the real definitions, same
+    // database.
+    let app = spawn_app_with(Spawn {
+        backend,
+        db_url: Some(first.db.url.clone()),
+        ..Spawn::default()
+    })
+    .await;
+    let release = |body: Value| {
+        let app = &app;
+        async move { app.post("/v1/admin/deliveries/release", Some(body)).await }
+    };
+    let (status, r) = release(json!({ "source": "stripe", "dry_run": true })).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["released"], 2, "{r}");
+    assert_eq!(r["still_failing"], 1);
+    assert_eq!(r["failures"][0]["id"], bad.as_str());
+    assert!(
+        r["failures"][0]["violations"].to_string().contains("/type"),
+        "{r}"
+    );
+    assert_eq!(app.drain().await, 0, "a dry run releases nothing");
+
+    let (status, r) = release(json!({ "source": "stripe", "status": "quarantined" })).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["released"].as_u64(), r["still_failing"].as_u64()),
+        (Some(2), Some(1))
+    );
+    for id in &quarantined {
+        assert_eq!(app.delivery(id).await["status"], "pending");
+    }
+    assert_eq!(app.delivery(&bad).await["status"], "quarantined");
+    assert_eq!(app.drain().await, 2);
+    assert_eq!(app.all_events().await.len(), 2);
+
+    let (status, _) = release(json!({ "source": "stripe", "status": "dead" })).await;
+    assert_eq!(status, 400);
+    let (status, _) = release(json!({})).await;
+    assert_eq!(status, 400);
+}
+
 crate::backend_tests!(
     admin_replay_twice_creates_no_second_event,
     admin_release_revalidates_quarantined_delivery,
@@ -482,4 +638,6 @@ crate::backend_tests!(
     admin_delivery_list_filters_and_pages_without_skips_or_repeats,
     admin_delivery_detail_shows_request_redacted_and_produced_events,
     admin_bulk_replay_counts_first_and_never_duplicates_downstream,
+    admin_discard_records_reason_and_time,
+    admin_bulk_release_revalidates_each_against_the_fixed_schema,
 );

@@ -447,6 +447,20 @@ impl TestApp {
     }
 }
 
+/// Copy a directory tree (e.g. `providers/`, to change a definition).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// A provider's fixture payload, parsed.
 pub fn fixture(provider: &str, name: &str) -> Value {
     let path = repo()
