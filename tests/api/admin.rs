@@ -631,6 +631,138 @@ async fn admin_bulk_release_revalidates_each_against_the_fixed_schema(backend: B
     assert_eq!(status, 400);
 }
 
+/// The rejection log is written in the background (best effort): wait
+/// until it holds `n` rows.
+async fn rejections_recorded(app: &TestApp, n: usize) {
+    for _ in 0..250 {
+        let (_, r) = app.get("/v1/admin/rejections?limit=1000").await;
+        if r["rejections"].as_array().map(Vec::len).unwrap_or(0) >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{n} rejections were not recorded");
+}
+
+async fn admin_rejections_keep_authentic_bodies_with_filters_and_paging(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let strict = |id: &str, at: i64| {
+        let mut v = fixture("stripe", "invoice.paid");
+        set_pointer(&mut v, "/id", json!(id));
+        v["type"] = json!(7);
+        signed(
+            "stripe-strict",
+            "stripe",
+            "whsec_test_new_secret",
+            &serde_json::to_vec(&v).unwrap(),
+            at,
+            id,
+        )
+    };
+    let first = strict("evt_rej_1", NOW);
+    assert_eq!(app.send(&first).await.status, 422);
+    app.clock.advance_ms(1_000);
+    let forged = signed(
+        "stripe",
+        "stripe",
+        "whsec_not_the_secret",
+        &first.body,
+        NOW,
+        "x",
+    );
+    assert_eq!(app.send(&forged).await.status, 401);
+    app.clock.advance_ms(9_000);
+    assert_eq!(app.send(&strict("evt_rej_2", NOW + 10)).await.status, 422);
+    rejections_recorded(&app, 3).await;
+
+    let list = |q: &'static str| {
+        let app = &app;
+        async move {
+            let (status, r) = app.get(&format!("/v1/admin/rejections?{q}")).await;
+            assert_eq!(status, 200, "{q}: {r}");
+            r
+        }
+    };
+    let all = list("").await["rejections"].as_array().unwrap().clone();
+    let codes: Vec<&str> = all.iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(
+        codes,
+        ["schema_violation", "invalid_signature", "schema_violation"],
+        "newest first"
+    );
+    assert_eq!(all[0]["received_at"], "2025-12-06T05:46:50Z");
+    assert!(all.iter().all(|r| r["remote_addr"] == "127.0.0.1"));
+    assert_eq!(
+        all[1]["body_kept"], false,
+        "an unverified body is never kept"
+    );
+    assert_eq!(all[2]["body_kept"], true);
+    assert!(
+        all[2]["message"].as_str().unwrap().contains("/type"),
+        "{all:?}"
+    );
+
+    let count = |r: Value| r["rejections"].as_array().unwrap().len();
+    assert_eq!(count(list("source=stripe-strict").await), 2);
+    assert_eq!(count(list("reason=schema_violation").await), 2);
+    assert_eq!(
+        count(list("reason=invalid_signature&source=stripe").await),
+        1
+    );
+    assert_eq!(count(list("since=2025-12-06T05:46:45Z").await), 1);
+    assert_eq!(count(list("until=2025-12-06T05:46:45Z").await), 2);
+
+    // One at a time: three pages, each row once.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = app
+            .get(&format!("/v1/admin/rejections?limit=1&cursor={cursor}"))
+            .await;
+        seen.extend(
+            page["rejections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        all.iter().map(|r| r["id"].clone()).collect::<Vec<_>>()
+    );
+
+    // The authentic body, as received; none for the forged request.
+    let (status, detail) = app
+        .get(&format!(
+            "/v1/admin/rejections/{}",
+            all[2]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(
+        detail["body"]["text"],
+        String::from_utf8(first.body.clone()).unwrap()
+    );
+    let (_, detail) = app
+        .get(&format!(
+            "/v1/admin/rejections/{}",
+            all[1]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(detail["body"], Value::Null);
+    let (status, _) = app.get("/v1/admin/rejections/rej_nope").await;
+    assert_eq!(status, 404);
+    for bad in ["since=x", "cursor=x", "reasn=schema_violation"] {
+        let (status, _) = app.get(&format!("/v1/admin/rejections?{bad}")).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+}
+
 crate::backend_tests!(
     admin_replay_twice_creates_no_second_event,
     admin_release_revalidates_quarantined_delivery,
@@ -640,4 +772,5 @@ crate::backend_tests!(
     admin_bulk_replay_counts_first_and_never_duplicates_downstream,
     admin_discard_records_reason_and_time,
     admin_bulk_release_revalidates_each_against_the_fixed_schema,
+    admin_rejections_keep_authentic_bodies_with_filters_and_paging,
 );
