@@ -13,3 +13,4 @@ mod ingest;
 mod metrics;
 mod postgres;
 mod queue;
+mod retention;
