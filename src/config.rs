@@ -304,9 +304,17 @@ impl Settings {
     /// (`__` separates levels). Relative paths are made absolute against the
     /// file's directory.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        // Every setting lives in a section, so only variables naming one
+        // (`HOOKGATE_SERVER__LISTEN`) are settings; others that share the
+        // prefix (`HOOKGATE_API_TOKEN`, a secret an `env:` reference
+        // names) are not.
         let figment = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("HOOKGATE_").split("__"));
+            .merge(
+                Env::prefixed("HOOKGATE_")
+                    .filter(|key| key.as_str().contains("__"))
+                    .split("__"),
+            );
         let mut settings: Settings = figment.extract().map_err(Box::new)?;
         let base = path
             .parent()
