@@ -486,6 +486,8 @@ async fn admin_discard_records_reason_and_time(backend: Backend) {
         .send_expect(&stripe("evt_discard_q", |v| v["type"] = json!(7)), 200)
         .await;
     let q = q["id"].as_str().unwrap().to_string();
+    // Received a second later: listed first (newest first).
+    app.clock.advance_ms(1_000);
     let dead = app.send_expect(&poison("evt_discard_dead"), 200).await;
     let dead = dead["id"].as_str().unwrap().to_string();
     let ok = app
@@ -517,7 +519,7 @@ async fn admin_discard_records_reason_and_time(backend: Backend) {
     assert_eq!(d["status"], "discarded");
     assert_eq!(
         d["discarded"],
-        json!({ "reason": "test payload from the sender's sandbox", "at": "2025-12-06T05:46:45Z" })
+        json!({ "reason": "test payload from the sender's sandbox", "at": "2025-12-06T05:46:46Z" })
     );
     let (status, r) = discard(&dead, Some(json!({ "reason": "customer deleted" }))).await;
     assert_eq!(status, 200, "{r}");
