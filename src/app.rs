@@ -20,6 +20,7 @@ use crate::http::{self, AppState};
 use crate::ingest::{build_sources, Ingestor, SourceError};
 use crate::providers::{LoadError, Registry};
 use crate::queue::Processor;
+use crate::retention::Retention;
 use crate::store::{self, DynStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     store: DynStore,
     processor: Arc<Processor>,
+    retention: Arc<Retention>,
     publisher: Option<Arc<Publisher>>,
     state: web::Data<AppState>,
     workers: Vec<JoinHandle<()>>,
@@ -140,6 +142,12 @@ impl Application {
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut workers = processor.spawn_workers(shutdown_rx.clone());
+        let retention = Arc::new(Retention::new(
+            store.clone(),
+            options.clock.clone(),
+            settings.retention.clone(),
+        ));
+        workers.extend(retention.clone().spawn(shutdown_rx.clone()));
         let instance = crate::ingest::new_id("inst", crate::clock::unix_ms(options.clock.now()));
         let publisher = match &settings.bus.nats {
             Some(nats) => {
@@ -205,6 +213,7 @@ impl Application {
             server,
             store,
             processor,
+            retention,
             publisher,
             state,
             workers,
@@ -225,13 +234,18 @@ impl Application {
         self.processor.clone()
     }
 
-    /// Group-commit counters (commits vs. rows), for tests and benchmarks.
+    /// The retention task, for running a pass by hand in tests.
+    pub fn retention(&self) -> Arc<Retention> {
+        self.retention.clone()
+    }
+
     /// The bus publisher, when `[bus.nats]` is configured (tests drive it
     /// with `drain` when queue workers are off).
     pub fn publisher(&self) -> Option<Arc<Publisher>> {
         self.publisher.clone()
     }
 
+    /// Group-commit counters (commits vs. rows), for tests and benchmarks.
     pub fn ingestor_stats(&self) -> Arc<crate::store::group_commit::Stats> {
         self.state.ingestor.committer().stats()
     }

@@ -33,8 +33,43 @@ pub struct Settings {
     #[serde(default)]
     pub bus: BusSettings,
     #[serde(default)]
+    pub retention: RetentionSettings,
+    #[serde(default)]
     pub sources: Vec<SourceSettings>,
 }
+
+/// What the retention task removes, and when. 0 days = keep for ever.
+/// Dead and quarantined deliveries are kept until an operator handles them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Raw bodies of requests whose deliveries are all done (or discarded),
+    /// this many days after that. Such deliveries can't be replayed any more.
+    pub raw_body_days: u32,
+    /// Rejections (with the bodies kept of authentic ones), after this many
+    /// days.
+    pub rejections_days: u32,
+    /// Done and discarded deliveries themselves (the dedupe keys that make a
+    /// sender's retry a duplicate), with their attempts and catalog events,
+    /// after this many days. At least 7: longer than any sender retries.
+    pub dedupe_days: u32,
+    /// How often the task runs; 0 = never (tests run it by hand).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            raw_body_days: 7,
+            rejections_days: 30,
+            dedupe_days: 30,
+            interval_secs: 3600,
+        }
+    }
+}
+
+/// Senders retry for up to 3 days (Stripe); dedupe keys outlive that.
+pub const MIN_DEDUPE_DAYS: u32 = 7;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -286,9 +321,17 @@ impl Settings {
     /// (`__` separates levels). Relative paths are made absolute against the
     /// file's directory.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        // Every setting lives in a section, so only variables naming one
+        // (`HOOKGATE_SERVER__LISTEN`) are settings; others that share the
+        // prefix (`HOOKGATE_API_TOKEN`, a secret an `env:` reference
+        // names) are not.
         let figment = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("HOOKGATE_").split("__"));
+            .merge(
+                Env::prefixed("HOOKGATE_")
+                    .filter(|key| key.as_str().contains("__"))
+                    .split("__"),
+            );
         let mut settings: Settings = figment.extract().map_err(Box::new)?;
         let base = path
             .parent()
@@ -369,6 +412,25 @@ impl Settings {
         }
         for (i, source) in self.sources.iter().enumerate() {
             parse_networks(&source.allow_ips, &format!("sources[{i}].allow_ips"))?;
+        }
+        let r = &self.retention;
+        if r.dedupe_days != 0 && r.dedupe_days < MIN_DEDUPE_DAYS {
+            return Err(ConfigError::Invalid {
+                field: "retention.dedupe_days".into(),
+                message: format!(
+                    "must be at least {MIN_DEDUPE_DAYS} (longer than any sender's retries), or 0 to keep deliveries for ever; got {}",
+                    r.dedupe_days
+                ),
+            });
+        }
+        if r.dedupe_days != 0 && (r.raw_body_days == 0 || r.raw_body_days > r.dedupe_days) {
+            return Err(ConfigError::Invalid {
+                field: "retention.raw_body_days".into(),
+                message: format!(
+                    "raw bodies go with their deliveries after dedupe_days = {}: give at most that many days",
+                    r.dedupe_days
+                ),
+            });
         }
         if self.queue.max_attempts == 0 {
             return Err(ConfigError::Invalid {
@@ -506,6 +568,31 @@ mod tests {
         .unwrap();
         assert_eq!(s.storage.url, "sqlite:///etc/hookgate/data/h.db");
         assert_eq!(s.paths.providers, Path::new("/etc/hookgate/providers"));
+    }
+
+    #[test]
+    fn settings_keep_dedupe_keys_at_least_seven_days() {
+        for days in [1, 6] {
+            let err = Settings::from_toml(
+                &format!("[retention]\ndedupe_days = {days}\nraw_body_days = 1\n"),
+                Path::new("/"),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("retention.dedupe_days"), "{err}");
+        }
+        for ok in [
+            "[retention]\ndedupe_days = 7\nraw_body_days = 1\n",
+            "[retention]\ndedupe_days = 0\nraw_body_days = 0\n",
+            "",
+        ] {
+            Settings::from_toml(ok, Path::new("/")).unwrap();
+        }
+        let err = Settings::from_toml(
+            "[retention]\ndedupe_days = 10\nraw_body_days = 20\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("retention.raw_body_days"), "{err}");
     }
 
     #[test]

@@ -465,9 +465,17 @@ impl Ingestor {
         })
     }
 
-    /// Audit a refused request (never its body). Best effort: the log is
-    /// bounded, and a flood of bad requests can't stall ingestion.
-    pub fn record_rejection(&self, source: &str, error: &IngestError, remote_addr: Option<String>) {
+    /// Audit a refused request. Its body is kept only when the request was
+    /// authentic and refused for its payload (`schema_violation`): an
+    /// unverified body is never stored. Best effort: the log is bounded,
+    /// and a flood of bad requests can't stall ingestion.
+    pub fn record_rejection(
+        &self,
+        source: &str,
+        error: &IngestError,
+        remote_addr: Option<String>,
+        body: Option<Vec<u8>>,
+    ) {
         if matches!(error, IngestError::Unavailable(_)) {
             return;
         }
@@ -487,6 +495,7 @@ impl Ingestor {
             message: message.chars().take(1000).collect(),
             remote_addr,
             received_at_ms: now_ms,
+            body: body.filter(|_| matches!(error, IngestError::SchemaViolation(_))),
         };
         if self.rejections.try_send(rejection).is_err() {
             tracing::warn!(

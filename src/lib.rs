@@ -3,6 +3,7 @@
 //! and then normalized by a queue into a small stable event catalog.
 //! See ARCHITECTURE.md for the map of modules and their invariants.
 
+pub mod admin_cli;
 pub mod app;
 pub mod bench;
 pub mod bus;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod ingest;
 pub mod providers;
 pub mod queue;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

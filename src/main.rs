@@ -34,14 +34,20 @@ enum Command {
         #[arg(long, short, default_value = "hookgate.toml")]
         config: PathBuf,
     },
-    /// Process a done, failed or dead delivery again (a running gateway's
-    /// workers pick it up); catalog events are not duplicated.
+    /// Process a done, failed or dead delivery again, through the database
+    /// (a running gateway's workers pick it up); catalog events are not
+    /// duplicated. `hookgate deliveries replay` does it through the API.
     Replay {
         #[arg(long, short, default_value = "hookgate.toml")]
         config: PathBuf,
         /// The delivery id (dlv_…).
         delivery: String,
     },
+    /// Inspect, replay and discard deliveries of a running gateway (its
+    /// admin API).
+    Deliveries(hookgate::admin_cli::DeliveriesArgs),
+    /// Inspect what a running gateway refused.
+    Rejections(hookgate::admin_cli::RejectionsArgs),
     /// Print the headers a provider would send for a body (FILE or stdin),
     /// as JSON, or with --curl a ready curl command.
     Sign(SignArgs),
@@ -60,6 +66,8 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Migrate { config } => migrate(&config),
         Command::Replay { config, delivery } => replay(&config, &delivery),
+        Command::Deliveries(args) => hookgate::admin_cli::deliveries_main(args),
+        Command::Rejections(args) => hookgate::admin_cli::rejections_main(args),
         Command::Sign(args) => sign(args),
         Command::Bench(args) => hookgate::bench::main(args),
         Command::BenchServer(args) => hookgate::bench::serve_main(args),
@@ -130,7 +138,7 @@ fn migrate(config: &Path) -> anyhow::Result<()> {
 }
 
 fn replay(config: &Path, delivery: &str) -> anyhow::Result<()> {
-    use hookgate::store::{DeliveryStatus, Requeue};
+    use hookgate::store::{DeliveryStatus, Transition};
     let settings = load_settings(config)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let store = hookgate::store::open(&settings.storage.url).await?;
@@ -143,12 +151,15 @@ fn replay(config: &Path, delivery: &str) -> anyhow::Result<()> {
         let outcome = store.requeue(delivery, &allowed, now).await?;
         store.close().await;
         match outcome {
-            Requeue::Requeued => {
+            Transition::Applied => {
                 println!("ok: {delivery} is pending again");
                 Ok(())
             }
-            Requeue::NotFound => anyhow::bail!("no delivery {delivery}"),
-            Requeue::Refused(s) => anyhow::bail!("a {} delivery can't be replayed", s.as_str()),
+            Transition::NotFound => anyhow::bail!("no delivery {delivery}"),
+            Transition::Refused(s) => anyhow::bail!("a {} delivery can't be replayed", s.as_str()),
+            Transition::BodyPurged => {
+                anyhow::bail!("the raw body of {delivery} was removed by retention")
+            }
         }
     })
 }

@@ -1,6 +1,6 @@
-//! The consumer and operator API (bearer tokens, constant-time compare):
-//! catalog events by cursor, the catalog itself, a read-only view of
-//! deliveries and rejections, and health checks.
+//! The consumer API (bearer tokens, constant-time compare): catalog events
+//! by cursor, the catalog itself; metrics and health checks. The operator
+//! API is `http::admin`.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,11 +13,11 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::AppState;
 use crate::catalog::TypePattern;
-use crate::store::{DeliveryStatus, StoredEvent};
+use crate::store::StoredEvent;
 
 /// Compare SHA-256 digests so neither content nor length leaks through
 /// timing.
-fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+pub(super) fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -36,7 +36,7 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-const MAX_LIMIT: u32 = 1000;
+pub(super) const MAX_LIMIT: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -113,151 +113,6 @@ pub async fn catalog(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "types": types })))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DeliveriesQuery {
-    source: Option<String>,
-    status: Option<String>,
-    limit: Option<u32>,
-}
-
-pub async fn list_deliveries(
-    req: HttpRequest,
-    query: web::Query<DeliveriesQuery>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let status = match query.status.as_deref() {
-        Some(s) => Some(
-            DeliveryStatus::parse(s)
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown status {s:?}")))?,
-        ),
-        None => None,
-    };
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    let deliveries = state
-        .store
-        .list_deliveries(query.source.as_deref(), status, limit)
-        .await?;
-    Ok(HttpResponse::Ok().json(json!({ "deliveries": deliveries })))
-}
-
-pub async fn get_delivery(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    match state.store.get_delivery(&id).await? {
-        Some(d) => Ok(HttpResponse::Ok().json(d)),
-        None => Err(ApiError::NotFound("no such delivery".into())),
-    }
-}
-
-/// `POST /v1/admin/deliveries/{id}/replay`: process a done, failed or dead
-/// delivery again from its stored raw bytes. Catalog event ids are
-/// deterministic, so a replay never duplicates an event downstream.
-pub async fn replay_delivery(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let now = state.ingestor.now_ms();
-    let allowed = [
-        DeliveryStatus::Done,
-        DeliveryStatus::Failed,
-        DeliveryStatus::Dead,
-    ];
-    requeued(
-        &state,
-        &id,
-        state.store.requeue(&id, &allowed, now).await?,
-        "replayed",
-    )
-}
-
-/// `POST /v1/admin/deliveries/{id}/release`: a quarantined delivery is
-/// re-validated against the provider's current schema and, if it passes,
-/// processed; otherwise 422 with what still fails.
-pub async fn release_delivery(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let delivery = state
-        .store
-        .get_delivery(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such delivery".into()))?;
-    if delivery.status != DeliveryStatus::Quarantined {
-        return Err(ApiError::Conflict(format!(
-            "only quarantined deliveries are released; this one is {}",
-            delivery.status.as_str()
-        )));
-    }
-    let (body, _) = state
-        .store
-        .delivery_body(&id)
-        .await?
-        .ok_or_else(|| ApiError::Conflict("the raw body is no longer kept".into()))?;
-    let violations = state
-        .ingestor
-        .revalidate(&delivery.source, &body, None)
-        .map_err(|e| match e {
-            crate::ingest::IngestError::UnknownSource => ApiError::Conflict(format!(
-                "source {:?} is no longer configured",
-                delivery.source
-            )),
-            other => ApiError::Ingest(other),
-        })?;
-    if !violations.is_empty() {
-        return Err(ApiError::Ingest(
-            crate::ingest::IngestError::SchemaViolation(violations),
-        ));
-    }
-    let now = state.ingestor.now_ms();
-    let outcome = state
-        .store
-        .requeue(&id, &[DeliveryStatus::Quarantined], now)
-        .await?;
-    requeued(&state, &id, outcome, "released")
-}
-
-fn requeued(
-    state: &AppState,
-    id: &str,
-    outcome: crate::store::Requeue,
-    verb: &str,
-) -> Result<HttpResponse, ApiError> {
-    use crate::store::Requeue;
-    match outcome {
-        Requeue::Requeued => {
-            state.ingestor.wake_workers();
-            tracing::info!(
-                delivery_id = id,
-                action = verb,
-                "delivery requeued by an operator"
-            );
-            Ok(HttpResponse::Accepted().json(json!({ "id": id, "status": "pending" })))
-        }
-        Requeue::NotFound => Err(ApiError::NotFound("no such delivery".into())),
-        Requeue::Refused(status) => Err(ApiError::Conflict(format!(
-            "a {} delivery can't be {verb}",
-            status.as_str()
-        ))),
-    }
-}
-
-pub async fn list_rejections(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let rejections = state.store.list_rejections(100).await?;
-    Ok(HttpResponse::Ok().json(json!({ "rejections": rejections })))
 }
 
 /// `GET /metrics`: Prometheus text format. Counters and histograms come

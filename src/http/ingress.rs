@@ -1,6 +1,7 @@
 //! `POST /v1/webhooks/{source}[/{token}]`: read the raw body within the
 //! source's limit, hand it to the ingest pipeline, answer per the contract.
-//! Every refusal is audited (without the body) before it is answered.
+//! Every refusal is audited before it is answered; the body only for an
+//! authentic request refused for its payload.
 
 use std::net::IpAddr;
 
@@ -81,12 +82,27 @@ async fn handle(
                 .record(started.elapsed().as_secs_f64());
             Ok(respond(outcome))
         }
-        Err(e) => {
+        Err(Refused { error: e, body }) => {
             tracing::info!(code = e.code(), "request refused");
             metrics::counter!(m::REJECTED, "source" => label, "reason" => e.code()).increment(1);
-            state.ingestor.record_rejection(&source_name, &e, remote);
+            state
+                .ingestor
+                .record_rejection(&source_name, &e, remote, body);
             Err(e.into())
         }
+    }
+}
+
+/// A refused request: why, and its body once it was read (the rejection
+/// log decides whether to keep it).
+struct Refused {
+    error: IngestError,
+    body: Option<Vec<u8>>,
+}
+
+impl From<IngestError> for Refused {
+    fn from(error: IngestError) -> Refused {
+        Refused { error, body: None }
     }
 }
 
@@ -97,7 +113,7 @@ async fn run(
     token: Option<&str>,
     payload: web::Payload,
     state: &AppState,
-) -> Result<Outcome, IngestError> {
+) -> Result<Outcome, Refused> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -113,7 +129,7 @@ async fn run(
     // A token segment only exists for sources that authenticate by it (one
     // that does, called without it, fails verification as unsigned).
     if token.is_some() && !uses_path_token(&source) {
-        return Err(IngestError::UnknownSource);
+        return Err(IngestError::UnknownSource.into());
     }
     let body = read_body(payload, source.max_body_bytes).await?;
     let mut headers = Headers::new();
@@ -137,7 +153,13 @@ async fn run(
         remote_addr: client.map(|ip| ip.to_string()),
         url,
     };
-    state.ingestor.ingest(&source, inbound).await
+    match state.ingestor.ingest(&source, inbound).await {
+        Ok(outcome) => Ok(outcome),
+        Err(error) => Err(Refused {
+            error,
+            body: Some(body),
+        }),
+    }
 }
 
 /// The sender's address: the peer, or — when the peer is a trusted proxy —

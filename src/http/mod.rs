@@ -1,8 +1,9 @@
-//! HTTP: actix-web routes over the ingest pipeline, the consumer API and
-//! health checks. This layer issues no SQL and owns no business rule; it
+//! HTTP: actix-web routes over the ingest pipeline, the consumer API, the
+//! operator API (`admin`) and health checks. This layer issues no SQL and owns no business rule; it
 //! turns requests into typed calls and results into responses
 //! (`error.rs` maps every error in one place).
 
+pub mod admin;
 pub mod api;
 pub mod error;
 pub mod ingress;
@@ -33,6 +34,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .error_handler(|e, _| ApiError::BadRequest(format!("invalid query: {e}")).into()),
     )
     .app_data(
+        web::JsonConfig::default()
+            .error_handler(|e, _| ApiError::BadRequest(format!("invalid JSON body: {e}")).into()),
+    )
+    .app_data(
         web::PathConfig::default()
             .error_handler(|e, _| ApiError::BadRequest(format!("invalid path: {e}")).into()),
     )
@@ -50,20 +55,44 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/v1/events", web::get().to(api::list_events))
     .route("/v1/events/{id}", web::get().to(api::get_event))
     .route("/v1/catalog", web::get().to(api::catalog))
-    .route("/v1/admin/deliveries", web::get().to(api::list_deliveries))
+    // The fixed paths before `{id}`: a resource answers 405 for a method it
+    // lacks instead of passing the request on.
+    .route(
+        "/v1/admin/deliveries",
+        web::get().to(admin::list_deliveries),
+    )
+    .route(
+        "/v1/admin/deliveries/replay",
+        web::post().to(admin::replay_matching),
+    )
+    .route(
+        "/v1/admin/deliveries/release",
+        web::post().to(admin::release_matching),
+    )
     .route(
         "/v1/admin/deliveries/{id}",
-        web::get().to(api::get_delivery),
+        web::get().to(admin::get_delivery),
     )
     .route(
         "/v1/admin/deliveries/{id}/replay",
-        web::post().to(api::replay_delivery),
+        web::post().to(admin::replay_delivery),
     )
     .route(
         "/v1/admin/deliveries/{id}/release",
-        web::post().to(api::release_delivery),
+        web::post().to(admin::release_delivery),
     )
-    .route("/v1/admin/rejections", web::get().to(api::list_rejections))
+    .route(
+        "/v1/admin/deliveries/{id}/discard",
+        web::post().to(admin::discard_delivery),
+    )
+    .route(
+        "/v1/admin/rejections",
+        web::get().to(admin::list_rejections),
+    )
+    .route(
+        "/v1/admin/rejections/{id}",
+        web::get().to(admin::get_rejection),
+    )
     .route("/metrics", web::get().to(api::metrics))
     .route("/healthz", web::get().to(api::healthz))
     .route("/readyz", web::get().to(api::readyz));

@@ -23,7 +23,7 @@ use crate::catalog::{Catalog, CatalogEvent};
 use crate::clock::{from_unix_ms, rfc3339, unix_ms, Clock};
 use crate::config::QueueSettings;
 use crate::providers::Registry;
-use crate::store::{Claimed, DynStore, NewEvent, Retry, StoreResult};
+use crate::store::{Claimed, Completed, DynStore, NewEvent, Retry, StoreResult};
 use crate::telemetry::metrics as m;
 
 pub struct Processor {
@@ -69,12 +69,12 @@ impl Processor {
         let n = claimed.len();
         let mut done = Vec::with_capacity(n);
         for delivery in claimed {
-            if let Some(ok) = self.process_one(delivery).await? {
+            if let Some(ok) = self.process_one(delivery, now_ms).await? {
                 done.push(ok);
             }
         }
-        // One commit for the batch's successes.
-        let produced = done.iter().any(|(_, events)| !events.is_empty());
+        // One commit for the batch's successes (and their audit rows).
+        let produced = done.iter().any(|c| !c.events.is_empty());
         self.store
             .complete_many(&done, unix_ms(self.clock.now()))
             .await?;
@@ -96,9 +96,10 @@ impl Processor {
         }
     }
 
-    /// Normalize one delivery: its catalog events to commit with the batch,
-    /// or `None` when it failed (recorded here, with its retry).
-    async fn process_one(&self, d: Claimed) -> StoreResult<Option<(String, Vec<NewEvent>)>> {
+    /// Normalize one delivery claimed at `started_ms`: its catalog events
+    /// to commit with the batch, or `None` when it failed (recorded here,
+    /// with its retry).
+    async fn process_one(&self, d: Claimed, started_ms: i64) -> StoreResult<Option<Completed>> {
         let span = tracing::info_span!(
             "process",
             source = %d.source,
@@ -112,10 +113,10 @@ impl Processor {
         // poll other tasks, and once the span closes, tracing-subscriber
         // panics in whatever task clones the current span next (sqlx's
         // `begin` does) — the group-commit writer among them.
-        self.process_in_span(d).instrument(span).await
+        self.process_in_span(d, started_ms).instrument(span).await
     }
 
-    async fn process_in_span(&self, d: Claimed) -> StoreResult<Option<(String, Vec<NewEvent>)>> {
+    async fn process_in_span(&self, d: Claimed, started_ms: i64) -> StoreResult<Option<Completed>> {
         let now_ms = unix_ms(self.clock.now());
         let labels = [
             ("source", d.source.clone()),
@@ -143,7 +144,11 @@ impl Processor {
                 } else {
                     tracing::info!(count, "delivery normalized; commits with its batch");
                 }
-                Ok(Some((d.id, events)))
+                Ok(Some(Completed {
+                    delivery_id: d.id,
+                    started_at_ms: started_ms,
+                    events,
+                }))
             }
             Err(error) => {
                 let retry = if d.attempts >= self.settings.max_attempts {
@@ -156,7 +161,9 @@ impl Processor {
                 if matches!(retry, Retry::Dead) {
                     metrics::counter!(m::DEAD, "source" => d.source.clone()).increment(1);
                 }
-                self.store.fail(&d.id, &error, retry, now_ms).await?;
+                self.store
+                    .fail(&d.id, started_ms, &error, retry, now_ms)
+                    .await?;
                 Ok(None)
             }
         }

@@ -131,15 +131,18 @@ mod tests {
         async fn claim(&self, a: i64, b: i64, c: u32) -> StoreResult<Vec<super::super::Claimed>> {
             self.inner.claim(a, b, c).await
         }
-        async fn complete_many(
-            &self,
-            a: &[(String, Vec<super::super::NewEvent>)],
-            b: i64,
-        ) -> StoreResult<()> {
+        async fn complete_many(&self, a: &[super::super::Completed], b: i64) -> StoreResult<()> {
             self.inner.complete_many(a, b).await
         }
-        async fn fail(&self, a: &str, b: &str, c: super::super::Retry, d: i64) -> StoreResult<()> {
-            self.inner.fail(a, b, c, d).await
+        async fn fail(
+            &self,
+            a: &str,
+            b: i64,
+            c: &str,
+            d: super::super::Retry,
+            e: i64,
+        ) -> StoreResult<()> {
+            self.inner.fail(a, b, c, d, e).await
         }
         async fn record_rejections(&self, a: &[super::super::Rejection]) -> StoreResult<()> {
             self.inner.record_rejections(a).await
@@ -160,14 +163,40 @@ mod tests {
         }
         async fn list_deliveries(
             &self,
-            a: Option<&str>,
-            b: Option<DeliveryStatus>,
+            a: &super::super::DeliveryFilter,
+            b: Option<&super::super::Position>,
             c: u32,
         ) -> StoreResult<Vec<super::super::DeliveryRecord>> {
             self.inner.list_deliveries(a, b, c).await
         }
-        async fn list_rejections(&self, a: u32) -> StoreResult<Vec<super::super::RejectionRecord>> {
-            self.inner.list_rejections(a).await
+        async fn delivery_request(
+            &self,
+            a: &str,
+        ) -> StoreResult<Option<super::super::RequestRecord>> {
+            self.inner.delivery_request(a).await
+        }
+        async fn delivery_attempts(
+            &self,
+            a: &str,
+        ) -> StoreResult<Vec<super::super::AttemptRecord>> {
+            self.inner.delivery_attempts(a).await
+        }
+        async fn delivery_events(&self, a: &str) -> StoreResult<Vec<(String, String)>> {
+            self.inner.delivery_events(a).await
+        }
+        async fn list_rejections(
+            &self,
+            a: &super::super::RejectionFilter,
+            b: Option<&super::super::Position>,
+            c: u32,
+        ) -> StoreResult<Vec<super::super::RejectionRecord>> {
+            self.inner.list_rejections(a, b, c).await
+        }
+        async fn get_rejection(
+            &self,
+            a: &str,
+        ) -> StoreResult<Option<(super::super::RejectionRecord, Option<Vec<u8>>)>> {
+            self.inner.get_rejection(a).await
         }
         async fn recover_leases(&self, a: i64) -> StoreResult<u64> {
             self.inner.recover_leases(a).await
@@ -186,8 +215,33 @@ mod tests {
             a: &str,
             b: &[DeliveryStatus],
             c: i64,
-        ) -> StoreResult<super::super::Requeue> {
+        ) -> StoreResult<super::super::Transition> {
             self.inner.requeue(a, b, c).await
+        }
+        async fn requeue_matching(
+            &self,
+            a: &super::super::DeliveryFilter,
+            b: &[DeliveryStatus],
+            c: i64,
+            d: bool,
+        ) -> StoreResult<u64> {
+            self.inner.requeue_matching(a, b, c, d).await
+        }
+        async fn discard(
+            &self,
+            a: &str,
+            b: &[DeliveryStatus],
+            c: &str,
+            d: i64,
+        ) -> StoreResult<super::super::Transition> {
+            self.inner.discard(a, b, c, d).await
+        }
+        async fn purge(
+            &self,
+            a: &super::super::Purge,
+            b: i64,
+        ) -> StoreResult<super::super::Purged> {
+            self.inner.purge(a, b).await
         }
         async fn delivery_body(&self, a: &str) -> StoreResult<Option<(Vec<u8>, Option<i64>)>> {
             self.inner.delivery_body(a).await

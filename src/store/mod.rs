@@ -1,10 +1,12 @@
-//! Storage: one trait, backends behind it (SQLite now; PostgreSQL is the next
-//! backend). The store knows rows and transactions, never HTTP; the only
-//! errors it reports are "unavailable" (retry later) and "corrupt" (a row we
-//! can't read back). Times cross this boundary as unix milliseconds.
+//! Storage: one trait, backends behind it (SQLite, PostgreSQL). The store
+//! knows rows and transactions, never HTTP; the only errors it reports are
+//! "unavailable" (retry later) and "corrupt" (a row we can't read back).
+//! Times cross this boundary as unix milliseconds. SQL that differs between
+//! the backends only in placeholders lives once, in `store::sql`.
 
 pub mod group_commit;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -22,6 +24,8 @@ pub enum DeliveryStatus {
     Failed,
     Dead,
     Quarantined,
+    /// Set aside by an operator, with a recorded reason; never processed.
+    Discarded,
 }
 
 impl DeliveryStatus {
@@ -33,6 +37,7 @@ impl DeliveryStatus {
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Dead => "dead",
             DeliveryStatus::Quarantined => "quarantined",
+            DeliveryStatus::Discarded => "discarded",
         }
     }
 
@@ -44,6 +49,7 @@ impl DeliveryStatus {
             "failed" => DeliveryStatus::Failed,
             "dead" => DeliveryStatus::Dead,
             "quarantined" => DeliveryStatus::Quarantined,
+            "discarded" => DeliveryStatus::Discarded,
             _ => return None,
         })
     }
@@ -119,9 +125,12 @@ pub struct StoredEvent {
     pub payload_json: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// A delivery as operators see it (no body; see `RequestRecord`).
+#[derive(Debug, Clone)]
 pub struct DeliveryRecord {
     pub id: String,
+    pub request_id: String,
+    pub item_index: Option<i64>,
     pub source: String,
     pub provider: String,
     pub provider_event_id: String,
@@ -129,9 +138,101 @@ pub struct DeliveryRecord {
     pub status: DeliveryStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// JSON array of schema violations (quarantined deliveries).
     pub violations: Option<String>,
+    pub occurred_at_ms: Option<i64>,
     pub received_at_ms: i64,
     pub next_attempt_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub discard_reason: Option<String>,
+    pub discarded_at_ms: Option<i64>,
+}
+
+/// Which deliveries an operator means: every field narrows the set; the
+/// default is every delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub source: Option<String>,
+    pub provider: Option<String>,
+    /// Any of these; empty = any status.
+    pub statuses: Vec<DeliveryStatus>,
+    pub provider_event_type: Option<String>,
+    pub provider_event_id: Option<String>,
+    /// `received_at >= since`.
+    pub since_ms: Option<i64>,
+    /// `received_at < until`.
+    pub until_ms: Option<i64>,
+}
+
+impl DeliveryFilter {
+    /// True when no field narrows the set.
+    pub fn is_empty(&self) -> bool {
+        *self == DeliveryFilter::default()
+    }
+}
+
+/// A keyset position in a newest-first listing: the last row of the page
+/// before. Rows arriving meanwhile are newer, so they land before the
+/// position and never shift a page (no skip, no repeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub received_at_ms: i64,
+    pub id: String,
+}
+
+/// The stored request a delivery came in: what was received.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub id: String,
+    pub remote_addr: Option<String>,
+    /// JSON object: name -> [values] (credentials were never stored).
+    pub headers_json: String,
+    /// Empty once retention removed it (`purged_at_ms` is then set).
+    pub body: Vec<u8>,
+    pub purged_at_ms: Option<i64>,
+}
+
+/// How a processing attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Done,
+    Failed,
+    Dead,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Done => "done",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Dead => "dead",
+        }
+    }
+}
+
+/// One finished processing attempt (the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// 1-based within the delivery's current attempt budget (a replay
+    /// starts again at 1).
+    pub attempt: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    /// `done`, `failed` or `dead`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub retry_at_ms: Option<i64>,
+    /// JSON array of `{"id","type"}`: the catalog events it produced.
+    pub events_json: String,
+}
+
+/// A processed delivery to mark done, with what the attempt produced.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub delivery_id: String,
+    /// When the worker claimed it (the attempt's start).
+    pub started_at_ms: i64,
+    pub events: Vec<NewEvent>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,9 +243,12 @@ pub struct Rejection {
     pub message: String,
     pub remote_addr: Option<String>,
     pub received_at_ms: i64,
+    /// Only for authentic requests (the signature verified) refused for
+    /// their payload.
+    pub body: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct RejectionRecord {
     pub id: String,
     pub source: String,
@@ -152,6 +256,40 @@ pub struct RejectionRecord {
     pub message: String,
     pub remote_addr: Option<String>,
     pub received_at_ms: i64,
+    pub has_body: bool,
+}
+
+/// Which rejections an operator means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RejectionFilter {
+    pub source: Option<String>,
+    /// The error code (`invalid_signature`, `schema_violation`, ...).
+    pub code: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+/// What retention removes, as cutoffs (`None` = keep).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Purge {
+    /// Raw bodies of requests whose deliveries are all done or discarded
+    /// and were last updated before this.
+    pub bodies_before_ms: Option<i64>,
+    /// Rejections received before this.
+    pub rejections_before_ms: Option<i64>,
+    /// Done and discarded deliveries (their dedupe keys, attempts and
+    /// catalog events) last updated before this, once every sink has
+    /// published their events.
+    pub deliveries_before_ms: Option<i64>,
+    /// Rows removed per statement, so no transaction holds locks long.
+    pub chunk: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub bodies: u64,
+    pub rejections: u64,
+    pub deliveries: u64,
 }
 
 /// What `/metrics` reports about the queue at scrape time.
@@ -165,13 +303,15 @@ pub struct QueueStats {
     pub sink_lag: Vec<(String, i64)>,
 }
 
-/// What a request to process a delivery again found.
+/// What an operator's change of a delivery's status found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requeue {
-    Requeued,
+pub enum Transition {
+    Applied,
     NotFound,
     /// Its status does not allow it (e.g. it is being processed).
     Refused(DeliveryStatus),
+    /// Retention removed its raw body: it can't be processed again.
+    BodyPurged,
 }
 
 /// How a failed attempt ends: retried later, or dead.
@@ -216,19 +356,28 @@ pub trait Store: Send + Sync + 'static {
         events: &[NewEvent],
         now_ms: i64,
     ) -> StoreResult<()> {
-        self.complete_many(&[(delivery_id.to_string(), events.to_vec())], now_ms)
-            .await
+        self.complete_many(
+            &[Completed {
+                delivery_id: delivery_id.to_string(),
+                started_at_ms: now_ms,
+                events: events.to_vec(),
+            }],
+            now_ms,
+        )
+        .await
     }
 
     /// `complete` for several deliveries in ONE transaction: a worker's
-    /// whole claimed batch costs one commit.
-    async fn complete_many(&self, done: &[(String, Vec<NewEvent>)], now_ms: i64)
-        -> StoreResult<()>;
+    /// whole claimed batch costs one commit. Each attempt is recorded in
+    /// the audit trail in the same transaction.
+    async fn complete_many(&self, done: &[Completed], now_ms: i64) -> StoreResult<()>;
 
-    /// Record a failed attempt.
+    /// Record a failed attempt (its status, and the audit trail row, in one
+    /// transaction).
     async fn fail(
         &self,
         delivery_id: &str,
+        started_at_ms: i64,
         error: &str,
         retry: Retry,
         now_ms: i64,
@@ -247,14 +396,36 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>>;
 
+    /// Newest first (`received_at`, then id, descending), after `after`.
     async fn list_deliveries(
         &self,
-        source: Option<&str>,
-        status: Option<DeliveryStatus>,
+        filter: &DeliveryFilter,
+        after: Option<&Position>,
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>>;
 
-    async fn list_rejections(&self, limit: u32) -> StoreResult<Vec<RejectionRecord>>;
+    /// The request (headers, raw body) a delivery arrived in.
+    async fn delivery_request(&self, id: &str) -> StoreResult<Option<RequestRecord>>;
+
+    /// A delivery's processing attempts, oldest first.
+    async fn delivery_attempts(&self, id: &str) -> StoreResult<Vec<AttemptRecord>>;
+
+    /// The catalog events a delivery produced: `(id, type)` in commit order.
+    async fn delivery_events(&self, id: &str) -> StoreResult<Vec<(String, String)>>;
+
+    /// Newest first, after `after`.
+    async fn list_rejections(
+        &self,
+        filter: &RejectionFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> StoreResult<Vec<RejectionRecord>>;
+
+    /// One rejection with its kept body, if any.
+    async fn get_rejection(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(RejectionRecord, Option<Vec<u8>>)>>;
 
     /// Called once at start-up, before workers run. A backend whose
     /// database serves a single instance (SQLite) hands back the leases a
@@ -289,15 +460,40 @@ pub trait Store: Send + Sync + 'static {
     /// Make a delivery whose status is one of `allowed` pending again, with
     /// a fresh attempt budget (replay, quarantine release). Catalog event
     /// ids are deterministic, so processing it again adds no duplicate.
+    /// Refused once retention removed its raw body.
     async fn requeue(
         &self,
         id: &str,
         allowed: &[DeliveryStatus],
         now_ms: i64,
-    ) -> StoreResult<Requeue>;
+    ) -> StoreResult<Transition>;
+
+    /// `requeue` every delivery that matches `filter`, has a status in
+    /// `allowed` and still has its raw body; with `dry_run`, only count
+    /// them. Returns how many (would have) changed.
+    async fn requeue_matching(
+        &self,
+        filter: &DeliveryFilter,
+        allowed: &[DeliveryStatus],
+        now_ms: i64,
+        dry_run: bool,
+    ) -> StoreResult<u64>;
+
+    /// Set a delivery whose status is one of `allowed` aside as
+    /// `discarded`, recording why and when.
+    async fn discard(
+        &self,
+        id: &str,
+        allowed: &[DeliveryStatus],
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<Transition>;
 
     /// The raw body a delivery arrived in, and its batch item index.
     async fn delivery_body(&self, id: &str) -> StoreResult<Option<(Vec<u8>, Option<i64>)>>;
+
+    /// Retention: remove what `purge` names, in chunks.
+    async fn purge(&self, purge: &Purge, now_ms: i64) -> StoreResult<Purged>;
 
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;

@@ -23,9 +23,12 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
+use super::sql;
 use super::{
-    Claimed, DeliveryRecord, DeliveryStatus, Inserted, NewEvent, NewRequest, QueueStats, Rejection,
-    RejectionRecord, Requeue, Retry, Store, StoreError, StoreResult, StoredEvent,
+    AttemptOutcome, AttemptRecord, Claimed, Completed, DeliveryFilter, DeliveryRecord,
+    DeliveryStatus, Inserted, NewEvent, NewRequest, Position, Purge, Purged, QueueStats, Rejection,
+    RejectionFilter, RejectionRecord, RequestRecord, Retry, Store, StoreError, StoreResult,
+    StoredEvent, Transition,
 };
 use crate::catalog::TypePattern;
 
@@ -74,27 +77,6 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
-
-const DELIVERY_COLUMNS: &str = "id, source, provider, provider_event_id, provider_event_type, \
-     status, attempts, last_error, violations, received_at, next_attempt_at";
-
-fn delivery_record(row: &sqlx::postgres::PgRow) -> StoreResult<DeliveryRecord> {
-    let status: String = row.try_get("status").map_err(unavailable)?;
-    Ok(DeliveryRecord {
-        id: row.try_get("id").map_err(unavailable)?,
-        source: row.try_get("source").map_err(unavailable)?,
-        provider: row.try_get("provider").map_err(unavailable)?,
-        provider_event_id: row.try_get("provider_event_id").map_err(unavailable)?,
-        provider_event_type: row.try_get("provider_event_type").map_err(unavailable)?,
-        status: DeliveryStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {status:?}")))?,
-        attempts: row.try_get::<i32, _>("attempts").map_err(unavailable)? as u32,
-        last_error: row.try_get("last_error").map_err(unavailable)?,
-        violations: row.try_get("violations").map_err(unavailable)?,
-        received_at_ms: row.try_get("received_at").map_err(unavailable)?,
-        next_attempt_at_ms: row.try_get("next_attempt_at").map_err(unavailable)?,
-    })
 }
 
 fn stored_event(row: &sqlx::postgres::PgRow) -> StoreResult<StoredEvent> {
@@ -151,6 +133,35 @@ pub async fn insert_events(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+impl PgStore {
+    /// The current status of a delivery an operator wants to move, if the
+    /// move is allowed; the conditional update that follows catches a
+    /// worker taking it in between.
+    async fn transition_state(
+        &self,
+        id: &str,
+        allowed: &[DeliveryStatus],
+        needs_body: bool,
+    ) -> StoreResult<Result<DeliveryStatus, Transition>> {
+        let row: Option<(String, Option<i64>)> = sqlx::query_as(sql::TRANSITION_STATE)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        sql::decide(row, allowed, needs_body)
+    }
+
+    /// Wake the workers of every instance.
+    async fn notify_deliveries(&self) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(DELIVERIES_CHANNEL)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -377,18 +388,14 @@ impl Store for PgStore {
         Ok(claimed)
     }
 
-    async fn complete_many(
-        &self,
-        done: &[(String, Vec<NewEvent>)],
-        now_ms: i64,
-    ) -> StoreResult<()> {
+    async fn complete_many(&self, done: &[Completed], now_ms: i64) -> StoreResult<()> {
         if done.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // The statuses first: row locks on the deliveries, then the
         // sequence lock, always in this order.
-        let ids: Vec<&str> = done.iter().map(|(id, _)| id.as_str()).collect();
+        let ids: Vec<&str> = done.iter().map(|c| c.delivery_id.as_str()).collect();
         sqlx::query(
             "UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
              updated_at = $1 WHERE id = ANY($2)",
@@ -398,8 +405,24 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        for (delivery_id, events) in done {
-            insert_events(&mut tx, delivery_id, events, now_ms)
+        // The audit trail: one attempt row each, numbered by the claim.
+        let started: Vec<i64> = done.iter().map(|c| c.started_at_ms).collect();
+        let produced: Vec<String> = done.iter().map(|c| sql::events_json(&c.events)).collect();
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, events) \
+             SELECT d.id, d.attempts, t.started, $1, 'done', t.events \
+             FROM UNNEST($2::text[], $3::bigint[], $4::text[]) AS t(id, started, events) \
+             JOIN deliveries d ON d.id = t.id",
+        )
+        .bind(now_ms)
+        .bind(&ids)
+        .bind(&started)
+        .bind(&produced)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        for c in done {
+            insert_events(&mut tx, &c.delivery_id, &c.events, now_ms)
                 .await
                 .map_err(unavailable)?;
         }
@@ -409,27 +432,37 @@ impl Store for PgStore {
     async fn fail(
         &self,
         delivery_id: &str,
+        started_at_ms: i64,
         error: &str,
         retry: Retry,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let (status, next) = match retry {
-            Retry::At(at) => ("failed", at),
-            Retry::Dead => ("dead", now_ms),
+        let (outcome, next, retry_at) = match retry {
+            Retry::At(at) => (AttemptOutcome::Failed, at, Some(at)),
+            Retry::Dead => (AttemptOutcome::Dead, now_ms, None),
         };
-        sqlx::query(
-            "UPDATE deliveries SET status = $1, next_attempt_at = $2, lease_until = NULL, \
-             last_error = $3, updated_at = $4 WHERE id = $5 AND status = 'processing'",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(error)
-        .bind(now_ms)
-        .bind(delivery_id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(sql::FAIL)
+            .bind(outcome.as_str())
+            .bind(next)
+            .bind(error)
+            .bind(now_ms)
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(sql::INSERT_ATTEMPT)
+            .bind(delivery_id)
+            .bind(started_at_ms)
+            .bind(now_ms)
+            .bind(outcome.as_str())
+            .bind(error)
+            .bind(retry_at)
+            .bind("[]")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn record_rejections(&self, batch: &[Rejection]) -> StoreResult<()> {
@@ -437,7 +470,7 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "INSERT INTO rejections (id, source, code, message, remote_addr, received_at) ",
+            "INSERT INTO rejections (id, source, code, message, remote_addr, received_at, body) ",
         );
         qb.push_values(batch, |mut b, r| {
             b.push_bind(&r.id)
@@ -445,7 +478,8 @@ impl Store for PgStore {
                 .push_bind(&r.code)
                 .push_bind(&r.message)
                 .push_bind(&r.remote_addr)
-                .push_bind(r.received_at_ms);
+                .push_bind(r.received_at_ms)
+                .push_bind(&r.body);
         });
         qb.build().execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
@@ -480,63 +514,84 @@ impl Store for PgStore {
     }
 
     async fn get_delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.as_ref().map(delivery_record).transpose()
+        let row: Option<sql::DeliveryRow> = sqlx::query_as(&sql::get_delivery())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(DeliveryRecord::try_from).transpose()
     }
 
     async fn list_deliveries(
         &self,
-        source: Option<&str>,
-        status: Option<DeliveryStatus>,
+        filter: &DeliveryFilter,
+        after: Option<&Position>,
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>> {
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE 1 = 1"
-        ));
-        if let Some(s) = source {
-            qb.push(" AND source = ").push_bind(s);
-        }
-        if let Some(s) = status {
-            qb.push(" AND status = ").push_bind(s.as_str());
-        }
-        qb.push(" ORDER BY received_at, id LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows = qb
-            .build()
+        let rows: Vec<sql::DeliveryRow> = sql::list_deliveries::<Postgres>(filter, after, limit)
+            .build_query_as()
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter().map(delivery_record).collect()
+        sql::deliveries(rows)
     }
 
-    async fn list_rejections(&self, limit: u32) -> StoreResult<Vec<RejectionRecord>> {
-        let rows: Vec<(String, String, String, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT id, source, code, message, remote_addr, received_at FROM rejections \
-             ORDER BY received_at DESC, id DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, source, code, message, remote_addr, received_at_ms)| RejectionRecord {
-                    id,
-                    source,
-                    code,
-                    message,
-                    remote_addr,
-                    received_at_ms,
-                },
-            )
-            .collect())
+    async fn delivery_request(&self, id: &str) -> StoreResult<Option<RequestRecord>> {
+        let row: Option<sql::RequestRow> = sqlx::query_as(sql::DELIVERY_REQUEST)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(RequestRecord::from))
+    }
+
+    async fn delivery_attempts(&self, id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let rows: Vec<sql::AttemptRow> = sqlx::query_as(sql::DELIVERY_ATTEMPTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().map(AttemptRecord::from).collect())
+    }
+
+    async fn delivery_events(&self, id: &str) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as(sql::DELIVERY_EVENTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn list_rejections(
+        &self,
+        filter: &RejectionFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> StoreResult<Vec<RejectionRecord>> {
+        let rows: Vec<sql::RejectionRow> = sql::list_rejections::<Postgres>(filter, after, limit)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().map(RejectionRecord::from).collect())
+    }
+
+    async fn get_rejection(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(RejectionRecord, Option<Vec<u8>>)>> {
+        let row = sqlx::query(&sql::get_rejection())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|row| {
+            let record =
+                <sql::RejectionRow as sqlx::FromRow<_>>::from_row(&row).map_err(unavailable)?;
+            let body: Option<Vec<u8>> = row.try_get("body").map_err(unavailable)?;
+            Ok((record.into(), body))
+        })
+        .transpose()
     }
 
     async fn recover_leases(&self, _now_ms: i64) -> StoreResult<u64> {
@@ -673,42 +728,73 @@ impl Store for PgStore {
         id: &str,
         allowed: &[DeliveryStatus],
         now_ms: i64,
-    ) -> StoreResult<Requeue> {
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        let Some(current) = current else {
-            return Ok(Requeue::NotFound);
+    ) -> StoreResult<Transition> {
+        let current = match self.transition_state(id, allowed, true).await? {
+            Ok(current) => current,
+            Err(refused) => return Ok(refused),
         };
-        let status = DeliveryStatus::parse(&current)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {current:?}")))?;
-        if !allowed.contains(&status) {
-            return Ok(Requeue::Refused(status));
-        }
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, \
-             lease_until = NULL, last_error = NULL, updated_at = $1 \
-             WHERE id = $2 AND status = $3",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .bind(&current)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if done.rows_affected() == 0 {
-            // It changed status between the two statements (a worker took it).
-            return Ok(Requeue::Refused(DeliveryStatus::Processing));
-        }
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(DELIVERIES_CHANNEL)
+        let done = sqlx::query(sql::REQUEUE)
+            .bind(now_ms)
+            .bind(id)
+            .bind(current.as_str())
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(Requeue::Requeued)
+        let outcome = sql::applied(done.rows_affected());
+        if outcome == Transition::Applied {
+            self.notify_deliveries().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn requeue_matching(
+        &self,
+        filter: &DeliveryFilter,
+        allowed: &[DeliveryStatus],
+        now_ms: i64,
+        dry_run: bool,
+    ) -> StoreResult<u64> {
+        let mut qb = sql::requeue_matching::<Postgres>(filter, allowed, now_ms, dry_run);
+        if dry_run {
+            let n: i64 = qb
+                .build_query_scalar()
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            return Ok(n.max(0) as u64);
+        }
+        let n = qb
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        if n > 0 {
+            self.notify_deliveries().await?;
+        }
+        Ok(n)
+    }
+
+    async fn discard(
+        &self,
+        id: &str,
+        allowed: &[DeliveryStatus],
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<Transition> {
+        let current = match self.transition_state(id, allowed, false).await? {
+            Ok(current) => current,
+            Err(refused) => return Ok(refused),
+        };
+        let done = sqlx::query(sql::DISCARD)
+            .bind(reason)
+            .bind(now_ms)
+            .bind(id)
+            .bind(current.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(sql::applied(done.rows_affected()))
     }
 
     async fn delivery_body(&self, id: &str) -> StoreResult<Option<(Vec<u8>, Option<i64>)>> {
@@ -721,6 +807,82 @@ impl Store for PgStore {
         .await
         .map_err(unavailable)?;
         Ok(row)
+    }
+
+    async fn purge(&self, purge: &Purge, now_ms: i64) -> StoreResult<Purged> {
+        let chunk = i64::from(purge.chunk.max(1));
+        let mut purged = Purged::default();
+        if let Some(before) = purge.bodies_before_ms {
+            loop {
+                let n = sqlx::query(sql::PURGE_BODIES)
+                    .bind(before)
+                    .bind(Vec::<u8>::new())
+                    .bind(now_ms)
+                    .bind(chunk)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                purged.bodies += n;
+                if n < chunk as u64 {
+                    break;
+                }
+            }
+        }
+        if let Some(before) = purge.rejections_before_ms {
+            loop {
+                let n = sqlx::query(sql::PURGE_REJECTIONS)
+                    .bind(before)
+                    .bind(chunk)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                purged.rejections += n;
+                if n < chunk as u64 {
+                    break;
+                }
+            }
+        }
+        if let Some(before) = purge.deliveries_before_ms {
+            loop {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let expired: Vec<(String, String)> = sqlx::query_as(sql::EXPIRED_DELIVERIES)
+                    .bind(before)
+                    .bind(i64::MAX)
+                    .bind(chunk)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                if expired.is_empty() {
+                    break;
+                }
+                let (ids, requests): (Vec<String>, Vec<String>) = expired.into_iter().unzip();
+                for (table, column) in [("attempts", "delivery_id"), ("events", "delivery_id")] {
+                    sql::delete_in::<Postgres>(table, column, &ids)
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                sql::delete_in::<Postgres>("deliveries", "id", &ids)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                sql::delete_orphan_requests::<Postgres>(&requests)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
+                purged.deliveries += ids.len() as u64;
+                if (ids.len() as i64) < chunk {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
     }
 
     async fn ping(&self) -> StoreResult<()> {

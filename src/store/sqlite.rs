@@ -10,9 +10,12 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use super::sql;
 use super::{
-    Claimed, DeliveryRecord, DeliveryStatus, Inserted, NewEvent, NewRequest, QueueStats, Rejection,
-    RejectionRecord, Requeue, Retry, Store, StoreError, StoreResult, StoredEvent,
+    AttemptOutcome, AttemptRecord, Claimed, Completed, DeliveryFilter, DeliveryRecord,
+    DeliveryStatus, Inserted, NewRequest, Position, Purge, Purged, QueueStats, Rejection,
+    RejectionFilter, RejectionRecord, RequestRecord, Retry, Store, StoreError, StoreResult,
+    StoredEvent, Transition,
 };
 use crate::catalog::TypePattern;
 
@@ -58,27 +61,6 @@ impl SqliteStore {
             write: tokio::sync::Mutex::new(()),
         })
     }
-}
-
-const DELIVERY_COLUMNS: &str = "id, source, provider, provider_event_id, provider_event_type, \
-     status, attempts, last_error, violations, received_at, next_attempt_at";
-
-fn delivery_record(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DeliveryRecord> {
-    let status: String = row.try_get("status").map_err(unavailable)?;
-    Ok(DeliveryRecord {
-        id: row.try_get("id").map_err(unavailable)?,
-        source: row.try_get("source").map_err(unavailable)?,
-        provider: row.try_get("provider").map_err(unavailable)?,
-        provider_event_id: row.try_get("provider_event_id").map_err(unavailable)?,
-        provider_event_type: row.try_get("provider_event_type").map_err(unavailable)?,
-        status: DeliveryStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {status:?}")))?,
-        attempts: row.try_get::<i64, _>("attempts").map_err(unavailable)? as u32,
-        last_error: row.try_get("last_error").map_err(unavailable)?,
-        violations: row.try_get("violations").map_err(unavailable)?,
-        received_at_ms: row.try_get("received_at").map_err(unavailable)?,
-        next_attempt_at_ms: row.try_get("next_attempt_at").map_err(unavailable)?,
-    })
 }
 
 #[async_trait]
@@ -231,11 +213,7 @@ impl Store for SqliteStore {
         Ok(claimed)
     }
 
-    async fn complete_many(
-        &self,
-        done: &[(String, Vec<NewEvent>)],
-        now_ms: i64,
-    ) -> StoreResult<()> {
+    async fn complete_many(&self, done: &[Completed], now_ms: i64) -> StoreResult<()> {
         if done.is_empty() {
             return Ok(());
         }
@@ -245,7 +223,12 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
-        for (delivery_id, events) in done {
+        for Completed {
+            delivery_id,
+            started_at_ms,
+            events,
+        } in done
+        {
             for e in events {
                 sqlx::query(
                     "INSERT INTO events (id, type, source, delivery_id, created_at, payload) \
@@ -270,6 +253,17 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+            sqlx::query(sql::INSERT_ATTEMPT)
+                .bind(delivery_id)
+                .bind(started_at_ms)
+                .bind(now_ms)
+                .bind(AttemptOutcome::Done.as_str())
+                .bind(None::<String>)
+                .bind(None::<i64>)
+                .bind(sql::events_json(events))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
     }
@@ -277,28 +271,42 @@ impl Store for SqliteStore {
     async fn fail(
         &self,
         delivery_id: &str,
+        started_at_ms: i64,
         error: &str,
         retry: Retry,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let (status, next) = match retry {
-            Retry::At(at) => ("failed", at),
-            Retry::Dead => ("dead", now_ms),
+        let (outcome, next, retry_at) = match retry {
+            Retry::At(at) => (AttemptOutcome::Failed, at, Some(at)),
+            Retry::Dead => (AttemptOutcome::Dead, now_ms, None),
         };
         let _writer = self.write.lock().await;
-        sqlx::query(
-            "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_until = NULL, \
-             last_error = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(error)
-        .bind(now_ms)
-        .bind(delivery_id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(sql::FAIL)
+            .bind(outcome.as_str())
+            .bind(next)
+            .bind(error)
+            .bind(now_ms)
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(sql::INSERT_ATTEMPT)
+            .bind(delivery_id)
+            .bind(started_at_ms)
+            .bind(now_ms)
+            .bind(outcome.as_str())
+            .bind(error)
+            .bind(retry_at)
+            .bind("[]")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn record_rejections(&self, batch: &[Rejection]) -> StoreResult<()> {
@@ -306,7 +314,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO rejections (id, source, code, message, remote_addr, received_at) ",
+            "INSERT INTO rejections (id, source, code, message, remote_addr, received_at, body) ",
         );
         qb.push_values(batch, |mut b, r| {
             b.push_bind(&r.id)
@@ -314,7 +322,8 @@ impl Store for SqliteStore {
                 .push_bind(&r.code)
                 .push_bind(&r.message)
                 .push_bind(&r.remote_addr)
-                .push_bind(r.received_at_ms);
+                .push_bind(r.received_at_ms)
+                .push_bind(&r.body);
         });
         let _writer = self.write.lock().await;
         qb.build().execute(&self.pool).await.map_err(unavailable)?;
@@ -352,63 +361,84 @@ impl Store for SqliteStore {
     }
 
     async fn get_delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.as_ref().map(delivery_record).transpose()
+        let row: Option<sql::DeliveryRow> = sqlx::query_as(&sql::get_delivery())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(DeliveryRecord::try_from).transpose()
     }
 
     async fn list_deliveries(
         &self,
-        source: Option<&str>,
-        status: Option<DeliveryStatus>,
+        filter: &DeliveryFilter,
+        after: Option<&Position>,
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>> {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE 1 = 1"
-        ));
-        if let Some(s) = source {
-            qb.push(" AND source = ").push_bind(s);
-        }
-        if let Some(s) = status {
-            qb.push(" AND status = ").push_bind(s.as_str());
-        }
-        qb.push(" ORDER BY received_at, id LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows = qb
-            .build()
+        let rows: Vec<sql::DeliveryRow> = sql::list_deliveries::<Sqlite>(filter, after, limit)
+            .build_query_as()
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter().map(delivery_record).collect()
+        sql::deliveries(rows)
     }
 
-    async fn list_rejections(&self, limit: u32) -> StoreResult<Vec<RejectionRecord>> {
-        let rows: Vec<(String, String, String, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT id, source, code, message, remote_addr, received_at FROM rejections \
-             ORDER BY received_at DESC, id DESC LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, source, code, message, remote_addr, received_at_ms)| RejectionRecord {
-                    id,
-                    source,
-                    code,
-                    message,
-                    remote_addr,
-                    received_at_ms,
-                },
-            )
-            .collect())
+    async fn delivery_request(&self, id: &str) -> StoreResult<Option<RequestRecord>> {
+        let row: Option<sql::RequestRow> = sqlx::query_as(sql::DELIVERY_REQUEST)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(RequestRecord::from))
+    }
+
+    async fn delivery_attempts(&self, id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let rows: Vec<sql::AttemptRow> = sqlx::query_as(sql::DELIVERY_ATTEMPTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().map(AttemptRecord::from).collect())
+    }
+
+    async fn delivery_events(&self, id: &str) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as(sql::DELIVERY_EVENTS)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn list_rejections(
+        &self,
+        filter: &RejectionFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> StoreResult<Vec<RejectionRecord>> {
+        let rows: Vec<sql::RejectionRow> = sql::list_rejections::<Sqlite>(filter, after, limit)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().map(RejectionRecord::from).collect())
+    }
+
+    async fn get_rejection(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(RejectionRecord, Option<Vec<u8>>)>> {
+        let row = sqlx::query(&sql::get_rejection())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|row| {
+            let record =
+                <sql::RejectionRow as sqlx::FromRow<_>>::from_row(&row).map_err(unavailable)?;
+            let body: Option<Vec<u8>> = row.try_get("body").map_err(unavailable)?;
+            Ok((record.into(), body))
+        })
+        .transpose()
     }
 
     async fn recover_leases(&self, now_ms: i64) -> StoreResult<u64> {
@@ -505,37 +535,64 @@ impl Store for SqliteStore {
         id: &str,
         allowed: &[DeliveryStatus],
         now_ms: i64,
-    ) -> StoreResult<Requeue> {
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT status FROM deliveries WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&self.pool)
+    ) -> StoreResult<Transition> {
+        let _writer = self.write.lock().await;
+        let current = match self.transition_state(id, allowed, true).await? {
+            Ok(current) => current,
+            Err(refused) => return Ok(refused),
+        };
+        let done = sqlx::query(sql::REQUEUE)
+            .bind(now_ms)
+            .bind(id)
+            .bind(current.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(sql::applied(done.rows_affected()))
+    }
+
+    async fn requeue_matching(
+        &self,
+        filter: &DeliveryFilter,
+        allowed: &[DeliveryStatus],
+        now_ms: i64,
+        dry_run: bool,
+    ) -> StoreResult<u64> {
+        let mut qb = sql::requeue_matching::<Sqlite>(filter, allowed, now_ms, dry_run);
+        if dry_run {
+            let n: i64 = qb
+                .build_query_scalar()
+                .fetch_one(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        let Some(current) = current else {
-            return Ok(Requeue::NotFound);
+            return Ok(n.max(0) as u64);
+        }
+        let _writer = self.write.lock().await;
+        let done = qb.build().execute(&self.pool).await.map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn discard(
+        &self,
+        id: &str,
+        allowed: &[DeliveryStatus],
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<Transition> {
+        let _writer = self.write.lock().await;
+        let current = match self.transition_state(id, allowed, false).await? {
+            Ok(current) => current,
+            Err(refused) => return Ok(refused),
         };
-        let status = DeliveryStatus::parse(&current)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown status {current:?}")))?;
-        if !allowed.contains(&status) {
-            return Ok(Requeue::Refused(status));
-        }
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1, \
-             lease_until = NULL, last_error = NULL, updated_at = ?1 \
-             WHERE id = ?2 AND status = ?3",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .bind(&current)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if done.rows_affected() == 0 {
-            // It changed status between the two statements (a worker took it).
-            return Ok(Requeue::Refused(DeliveryStatus::Processing));
-        }
-        Ok(Requeue::Requeued)
+        let done = sqlx::query(sql::DISCARD)
+            .bind(reason)
+            .bind(now_ms)
+            .bind(id)
+            .bind(current.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(sql::applied(done.rows_affected()))
     }
 
     async fn delivery_body(&self, id: &str) -> StoreResult<Option<(Vec<u8>, Option<i64>)>> {
@@ -550,6 +607,89 @@ impl Store for SqliteStore {
         Ok(row)
     }
 
+    async fn purge(&self, purge: &Purge, now_ms: i64) -> StoreResult<Purged> {
+        let chunk = i64::from(purge.chunk.max(1));
+        let mut purged = Purged::default();
+        if let Some(before) = purge.bodies_before_ms {
+            loop {
+                let _writer = self.write.lock().await;
+                let n = sqlx::query(sql::PURGE_BODIES)
+                    .bind(before)
+                    .bind(Vec::<u8>::new())
+                    .bind(now_ms)
+                    .bind(chunk)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                purged.bodies += n;
+                if n < chunk as u64 {
+                    break;
+                }
+            }
+        }
+        if let Some(before) = purge.rejections_before_ms {
+            loop {
+                let _writer = self.write.lock().await;
+                let n = sqlx::query(sql::PURGE_REJECTIONS)
+                    .bind(before)
+                    .bind(chunk)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                purged.rejections += n;
+                if n < chunk as u64 {
+                    break;
+                }
+            }
+        }
+        if let Some(before) = purge.deliveries_before_ms {
+            loop {
+                let _writer = self.write.lock().await;
+                let mut tx = self
+                    .pool
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(unavailable)?;
+                let expired: Vec<(String, String)> = sqlx::query_as(sql::EXPIRED_DELIVERIES)
+                    .bind(before)
+                    .bind(i64::MAX)
+                    .bind(chunk)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                if expired.is_empty() {
+                    break;
+                }
+                let (ids, requests): (Vec<String>, Vec<String>) = expired.into_iter().unzip();
+                for (table, column) in [("attempts", "delivery_id"), ("events", "delivery_id")] {
+                    sql::delete_in::<Sqlite>(table, column, &ids)
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                sql::delete_in::<Sqlite>("deliveries", "id", &ids)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                sql::delete_orphan_requests::<Sqlite>(&requests)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
+                purged.deliveries += ids.len() as u64;
+                if (ids.len() as i64) < chunk {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1 FROM _sqlx_migrations LIMIT 1")
             .execute(&self.pool)
@@ -560,6 +700,25 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl SqliteStore {
+    /// The current status of a delivery an operator wants to move, if the
+    /// move is allowed (the caller holds the write lock, so it can't change
+    /// before the update). `needs_body`: the move processes it again.
+    async fn transition_state(
+        &self,
+        id: &str,
+        allowed: &[DeliveryStatus],
+        needs_body: bool,
+    ) -> StoreResult<Result<DeliveryStatus, Transition>> {
+        let row: Option<(String, Option<i64>)> = sqlx::query_as(sql::TRANSITION_STATE)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        sql::decide(row, allowed, needs_body)
     }
 }
 

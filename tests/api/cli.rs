@@ -172,4 +172,184 @@ async fn cli_sign_output_is_accepted_by_the_gateway(backend: Backend) {
     }
 }
 
-crate::backend_tests!(cli_sign_output_is_accepted_by_the_gateway);
+/// Run the binary off the test's runtime thread (the gateway under test
+/// shares it), with extra environment variables.
+async fn hookgate_off_thread(
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(&args)
+            .envs(env)
+            .output()
+            .expect("hookgate runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+async fn cli_deliveries_and_rejections_talk_to_a_running_gateway(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = app.send_expect(&stripe_request("evt_cli_1"), 200).await;
+    let first = first["id"].as_str().unwrap().to_string();
+    app.clock.advance_ms(1_000);
+    let second = app.send_expect(&stripe_request("evt_cli_2"), 200).await;
+    let second = second["id"].as_str().unwrap().to_string();
+    app.drain().await;
+    let events = app.all_events().await;
+    assert_eq!(events.len(), 2);
+    let forged = stripe_request("evt_cli_forged").header("stripe-signature", "t=1,v1=00");
+    assert_eq!(app.send(&forged).await.status, 401);
+
+    let remote = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend([
+            "--url".into(),
+            app.address.clone(),
+            "--token".into(),
+            API_TOKEN.into(),
+        ]);
+        hookgate_off_thread(all, Vec::new())
+    };
+    let (ok, out, err) = remote(&["deliveries", "list"]).await;
+    assert!(ok, "{err}");
+    for expected in [
+        first.as_str(),
+        second.as_str(),
+        "evt_cli_1",
+        "invoice.paid",
+        "done",
+        "STATUS",
+    ] {
+        assert!(out.contains(expected), "{expected} missing:\n{out}");
+    }
+    assert!(
+        out.find(second.as_str()) < out.find(first.as_str()),
+        "newest first:\n{out}"
+    );
+    let (_, out, _) = remote(&["deliveries", "list", "--limit", "1"]).await;
+    assert!(out.contains(&second) && !out.contains(&first), "{out}");
+    let cursor = out
+        .lines()
+        .find_map(|l| l.strip_prefix("more: --cursor "))
+        .unwrap_or_else(|| panic!("no cursor:\n{out}"))
+        .to_string();
+    let (_, out, _) = remote(&["deliveries", "list", "--limit", "1", "--cursor", &cursor]).await;
+    assert!(out.contains(&first) && !out.contains(&second), "{out}");
+    let (_, out, _) = remote(&["deliveries", "list", "--source", "pagerduty"]).await;
+    assert_eq!(out, "no deliveries match\n");
+
+    let (ok, out, err) = remote(&["deliveries", "show", &first]).await;
+    assert!(ok, "{err}");
+    let signature = stripe_request("evt_cli_1")
+        .headers
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("stripe-signature"))
+        .unwrap()
+        .1;
+    for expected in [
+        "verified (stripe)",
+        events[0]["id"].as_str().unwrap(),
+        "\"id\": \"evt_cli_1\"",
+        "Attempts (1)",
+    ] {
+        assert!(out.contains(expected), "{expected} missing:\n{out}");
+    }
+    assert!(!out.contains(&signature), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("stripe-signature") && l.contains("[redacted]")),
+        "{out}"
+    );
+
+    let (ok, out, err) = remote(&["deliveries", "replay", &first]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("ok: {first} is pending again\n"));
+    assert_eq!(app.delivery(&first).await["status"], "pending");
+    let (_, out, _) = remote(&[
+        "deliveries",
+        "replay",
+        "--source",
+        "stripe",
+        "--status",
+        "done",
+        "--dry-run",
+    ])
+    .await;
+    assert_eq!(out, "dry run: 1 deliveries would be replayed\n");
+    let (_, out, _) = remote(&[
+        "deliveries",
+        "replay",
+        "--source",
+        "stripe",
+        "--status",
+        "done",
+    ])
+    .await;
+    assert_eq!(out, "ok: 1 deliveries replayed\n");
+    assert_eq!(app.drain().await, 2);
+    assert_eq!(app.all_events().await, events, "replays add no event");
+    let (ok, _, err) = remote(&["deliveries", "replay"]).await;
+    assert!(!ok && err.contains("give a delivery id"), "{err}");
+
+    let (ok, out, _) = remote(&["deliveries", "list", "--json", "--status", "done"]).await;
+    assert!(ok);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 2);
+
+    // The rejection log is written in the background.
+    let mut out = String::new();
+    for _ in 0..250 {
+        out = remote(&["rejections", "list"]).await.1;
+        if out.contains("invalid_signature") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        out.contains("invalid_signature") && out.contains("127.0.0.1"),
+        "{out}"
+    );
+
+    // URL and token from the gateway's config; the token through an env:
+    // reference to a HOOKGATE_ variable that is no setting.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    let port = app.address.rsplit(':').next().unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"0.0.0.0:{port}\"\n[api]\ntokens = [\"env:HOOKGATE_API_TOKEN\"]\n"
+        ),
+    )
+    .unwrap();
+    let args = |token: &str| {
+        hookgate_off_thread(
+            vec![
+                "deliveries".into(),
+                "list".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+            vec![("HOOKGATE_API_TOKEN", token.to_string())],
+        )
+    };
+    let (ok, out, err) = args(API_TOKEN).await;
+    assert!(ok && out.contains(&first), "{out}{err}");
+    let (ok, _, err) = args("wrong").await;
+    assert!(
+        !ok && err.contains("401") && err.contains("unauthorized"),
+        "{err}"
+    );
+}
+
+crate::backend_tests!(
+    cli_sign_output_is_accepted_by_the_gateway,
+    cli_deliveries_and_rejections_talk_to_a_running_gateway,
+);

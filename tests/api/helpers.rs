@@ -182,6 +182,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub processor: Arc<Processor>,
+    pub retention: Arc<hookgate::retention::Retention>,
     pub app_stats: Arc<hookgate::store::group_commit::Stats>,
     pub publisher: Option<Arc<hookgate::bus::Publisher>>,
     pub db: TestDb,
@@ -226,6 +227,8 @@ pub fn settings_for(dir: &Path, db_url: &str, spawn: &Spawn) -> Settings {
     settings.queue.max_attempts = spawn.max_attempts;
     settings.queue.backoff_base_ms = 1_000;
     settings.queue.sweep_interval_ms = 200;
+    // Tests run retention passes by hand, at the clock they set.
+    settings.retention.interval_secs = 0;
     settings.sources = spawn
         .sources
         .iter()
@@ -279,6 +282,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
     .expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let processor = app.processor();
+    let retention = app.retention();
     let app_stats = app.ingestor_stats();
     let publisher = app.publisher();
     tokio::spawn(app.run_until_stopped());
@@ -287,6 +291,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
         client: reqwest::Client::new(),
         clock,
         processor,
+        retention,
         app_stats,
         publisher,
         db,
@@ -436,6 +441,20 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// An operator's POST, with a JSON body when given.
+    pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(API_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Every catalog event, paging through the cursor.
     pub async fn all_events(&self) -> Vec<Value> {
         let mut out = Vec::new();
@@ -462,6 +481,20 @@ impl TestApp {
         let (status, d) = self.get(&format!("/v1/admin/deliveries/{id}")).await;
         assert_eq!(status, 200, "{d}");
         d
+    }
+}
+
+/// Copy a directory tree (e.g. `providers/`, to change a definition).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }
 

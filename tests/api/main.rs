@@ -13,4 +13,5 @@ mod ingest;
 mod metrics;
 mod postgres;
 mod queue;
+mod retention;
 mod senders;

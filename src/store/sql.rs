@@ -1,0 +1,516 @@
+//! SQL that both backends run: written once here, executed by each backend
+//! on its own pool. Fixed statements use numbered `$n` placeholders, which
+//! sqlx's SQLite driver binds by number just as PostgreSQL does; statements
+//! whose shape depends on a filter are built with a `QueryBuilder` generic
+//! over the database. Rows decode into the `FromRow` types below, so
+//! integer columns are selected as `BIGINT` (SQLite's `INTEGER` and
+//! PostgreSQL's `INTEGER` would otherwise decode to different widths).
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use super::{
+    AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryStatus, Position, RejectionFilter,
+    RejectionRecord, RequestRecord, StoreError, StoreResult, Transition,
+};
+
+/// The columns `DeliveryRow` reads.
+pub const DELIVERY_COLUMNS: &str = "id, request_id, item_index, source, provider, \
+     provider_event_id, provider_event_type, status, CAST(attempts AS BIGINT) AS attempts, \
+     last_error, violations, occurred_at, received_at, next_attempt_at, updated_at, \
+     discard_reason, discarded_at";
+
+#[derive(sqlx::FromRow)]
+pub struct DeliveryRow {
+    id: String,
+    request_id: String,
+    item_index: Option<i64>,
+    source: String,
+    provider: String,
+    provider_event_id: String,
+    provider_event_type: Option<String>,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    violations: Option<String>,
+    occurred_at: Option<i64>,
+    received_at: i64,
+    next_attempt_at: i64,
+    updated_at: i64,
+    discard_reason: Option<String>,
+    discarded_at: Option<i64>,
+}
+
+impl TryFrom<DeliveryRow> for DeliveryRecord {
+    type Error = StoreError;
+
+    fn try_from(r: DeliveryRow) -> StoreResult<DeliveryRecord> {
+        Ok(DeliveryRecord {
+            status: parse_status(&r.status)?,
+            id: r.id,
+            request_id: r.request_id,
+            item_index: r.item_index,
+            source: r.source,
+            provider: r.provider,
+            provider_event_id: r.provider_event_id,
+            provider_event_type: r.provider_event_type,
+            attempts: r.attempts.clamp(0, i64::from(u32::MAX)) as u32,
+            last_error: r.last_error,
+            violations: r.violations,
+            occurred_at_ms: r.occurred_at,
+            received_at_ms: r.received_at,
+            next_attempt_at_ms: r.next_attempt_at,
+            updated_at_ms: r.updated_at,
+            discard_reason: r.discard_reason,
+            discarded_at_ms: r.discarded_at,
+        })
+    }
+}
+
+pub fn parse_status(s: &str) -> StoreResult<DeliveryStatus> {
+    DeliveryStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s:?}")))
+}
+
+pub fn deliveries(rows: Vec<DeliveryRow>) -> StoreResult<Vec<DeliveryRecord>> {
+    rows.into_iter().map(DeliveryRecord::try_from).collect()
+}
+
+pub fn get_delivery() -> String {
+    format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1")
+}
+
+/// `$1` = delivery id.
+pub const DELIVERY_REQUEST: &str = "SELECT r.id, r.remote_addr, r.headers, r.body, r.purged_at \
+     FROM deliveries d JOIN requests r ON r.id = d.request_id WHERE d.id = $1";
+
+#[derive(sqlx::FromRow)]
+pub struct RequestRow {
+    id: String,
+    remote_addr: Option<String>,
+    headers: String,
+    body: Vec<u8>,
+    purged_at: Option<i64>,
+}
+
+impl From<RequestRow> for RequestRecord {
+    fn from(r: RequestRow) -> RequestRecord {
+        RequestRecord {
+            id: r.id,
+            remote_addr: r.remote_addr,
+            headers_json: r.headers,
+            body: r.body,
+            purged_at_ms: r.purged_at,
+        }
+    }
+}
+
+/// `$1` = delivery id.
+pub const DELIVERY_ATTEMPTS: &str = "SELECT CAST(attempt AS BIGINT) AS attempt, started_at, \
+     finished_at, outcome, error, retry_at, events FROM attempts WHERE delivery_id = $1 ORDER BY id";
+
+#[derive(sqlx::FromRow)]
+pub struct AttemptRow {
+    attempt: i64,
+    started_at: i64,
+    finished_at: i64,
+    outcome: String,
+    error: Option<String>,
+    retry_at: Option<i64>,
+    events: String,
+}
+
+impl From<AttemptRow> for AttemptRecord {
+    fn from(r: AttemptRow) -> AttemptRecord {
+        AttemptRecord {
+            attempt: r.attempt,
+            started_at_ms: r.started_at,
+            finished_at_ms: r.finished_at,
+            outcome: r.outcome,
+            error: r.error,
+            retry_at_ms: r.retry_at,
+            events_json: r.events,
+        }
+    }
+}
+
+/// `$1` = delivery id.
+pub const DELIVERY_EVENTS: &str = "SELECT id, type FROM events WHERE delivery_id = $1 ORDER BY seq";
+
+/// Record one finished attempt; its number is the delivery's attempt count
+/// at that moment (set by the claim). `$1` delivery id, `$2` started,
+/// `$3` finished, `$4` outcome, `$5` error, `$6` retry at, `$7` events JSON.
+pub const INSERT_ATTEMPT: &str = "INSERT INTO attempts \
+     (delivery_id, attempt, started_at, finished_at, outcome, error, retry_at, events) \
+     SELECT id, attempts, $2, $3, $4, $5, $6, $7 FROM deliveries WHERE id = $1";
+
+/// A failed attempt's status change. `$1` status, `$2` next attempt, `$3`
+/// error, `$4` now, `$5` delivery id.
+pub const FAIL: &str = "UPDATE deliveries SET status = $1, next_attempt_at = $2, \
+     lease_until = NULL, last_error = $3, updated_at = $4 \
+     WHERE id = $5 AND status = 'processing'";
+
+/// What an operator's transition needs to know first. `$1` = delivery id.
+pub const TRANSITION_STATE: &str = "SELECT d.status, r.purged_at FROM deliveries d \
+     JOIN requests r ON r.id = d.request_id WHERE d.id = $1";
+
+/// Back to pending with a fresh budget, if the status is still `$3`.
+/// `$1` now, `$2` delivery id.
+pub const REQUEUE: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, \
+     next_attempt_at = $1, lease_until = NULL, last_error = NULL, updated_at = $1 \
+     WHERE id = $2 AND status = $3";
+
+/// Set aside, if the status is still `$4`. `$1` reason, `$2` now, `$3` id.
+pub const DISCARD: &str = "UPDATE deliveries SET status = 'discarded', discard_reason = $1, \
+     discarded_at = $2, lease_until = NULL, updated_at = $2 WHERE id = $3 AND status = $4";
+
+/// Whether an operator's transition may go ahead, given the delivery's
+/// `TRANSITION_STATE` row: its current status if so. `needs_body`: the
+/// transition processes it again, which needs the raw body.
+pub fn decide(
+    row: Option<(String, Option<i64>)>,
+    allowed: &[DeliveryStatus],
+    needs_body: bool,
+) -> StoreResult<Result<DeliveryStatus, Transition>> {
+    let Some((current, purged_at)) = row else {
+        return Ok(Err(Transition::NotFound));
+    };
+    let status = parse_status(&current)?;
+    Ok(if !allowed.contains(&status) {
+        Err(Transition::Refused(status))
+    } else if needs_body && purged_at.is_some() {
+        Err(Transition::BodyPurged)
+    } else {
+        Ok(status)
+    })
+}
+
+/// The outcome of the conditional update that follows `decide`: no row
+/// means a worker took the delivery in between.
+pub fn applied(rows: u64) -> Transition {
+    if rows == 0 {
+        Transition::Refused(DeliveryStatus::Processing)
+    } else {
+        Transition::Applied
+    }
+}
+
+/// The JSON the audit trail keeps of the catalog events an attempt produced.
+pub fn events_json(events: &[super::NewEvent]) -> String {
+    serde_json::Value::Array(
+        events
+            .iter()
+            .map(|e| serde_json::json!({ "id": e.id, "type": e.event_type }))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// `AND ...` for every field the filter sets.
+fn push_delivery_filter<'a, DB: Database>(qb: &mut QueryBuilder<'a, DB>, f: &DeliveryFilter)
+where
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let text = [
+        ("source", &f.source),
+        ("provider", &f.provider),
+        ("provider_event_type", &f.provider_event_type),
+        ("provider_event_id", &f.provider_event_id),
+    ];
+    for (column, value) in text {
+        if let Some(v) = value {
+            qb.push(format_args!(" AND {column} = "))
+                .push_bind(v.clone());
+        }
+    }
+    push_status_in(qb, &f.statuses);
+    if let Some(t) = f.since_ms {
+        qb.push(" AND received_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.until_ms {
+        qb.push(" AND received_at < ").push_bind(t);
+    }
+}
+
+fn push_status_in<'a, DB: Database>(qb: &mut QueryBuilder<'a, DB>, statuses: &[DeliveryStatus])
+where
+    String: Encode<'a, DB> + Type<DB>,
+{
+    if statuses.is_empty() {
+        return;
+    }
+    qb.push(" AND status IN (");
+    let mut list = qb.separated(", ");
+    for s in statuses {
+        list.push_bind(s.as_str().to_string());
+    }
+    qb.push(")");
+}
+
+/// Newest first, strictly after `after` (a keyset on `received_at`, id).
+fn push_page<'a, DB: Database>(qb: &mut QueryBuilder<'a, DB>, after: Option<&Position>, limit: u32)
+where
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    if let Some(p) = after {
+        qb.push(" AND (received_at < ")
+            .push_bind(p.received_at_ms)
+            .push(" OR (received_at = ")
+            .push_bind(p.received_at_ms)
+            .push(" AND id < ")
+            .push_bind(p.id.clone())
+            .push("))");
+    }
+    qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+}
+
+pub fn list_deliveries<'a, DB: Database>(
+    f: &DeliveryFilter,
+    after: Option<&Position>,
+    limit: u32,
+) -> QueryBuilder<'a, DB>
+where
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE 1 = 1"
+    ));
+    push_delivery_filter(&mut qb, f);
+    push_page(&mut qb, after, limit);
+    qb
+}
+
+/// Bulk replay: count (dry run) or requeue the deliveries that match, have
+/// an allowed status and still have their raw body.
+pub fn requeue_matching<'a, DB: Database>(
+    f: &DeliveryFilter,
+    allowed: &[DeliveryStatus],
+    now_ms: i64,
+    dry_run: bool,
+) -> QueryBuilder<'a, DB>
+where
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("");
+    if dry_run {
+        qb.push("SELECT count(*) FROM deliveries WHERE 1 = 1");
+    } else {
+        qb.push("UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ")
+            .push_bind(now_ms)
+            .push(", lease_until = NULL, last_error = NULL, updated_at = ")
+            .push_bind(now_ms)
+            .push(" WHERE 1 = 1");
+    }
+    // Only statuses both the filter and the action allow; none = nothing.
+    let narrowed = DeliveryFilter {
+        statuses: allowed
+            .iter()
+            .copied()
+            .filter(|s| f.statuses.is_empty() || f.statuses.contains(s))
+            .collect(),
+        ..f.clone()
+    };
+    if narrowed.statuses.is_empty() {
+        qb.push(" AND 1 = 0");
+    }
+    push_delivery_filter(&mut qb, &narrowed);
+    qb.push(
+        " AND EXISTS (SELECT 1 FROM requests r \
+         WHERE r.id = deliveries.request_id AND r.purged_at IS NULL)",
+    );
+    qb
+}
+
+pub const REJECTION_COLUMNS: &str =
+    "id, source, code, message, remote_addr, received_at, body IS NOT NULL AS has_body";
+
+#[derive(sqlx::FromRow)]
+pub struct RejectionRow {
+    id: String,
+    source: String,
+    code: String,
+    message: String,
+    remote_addr: Option<String>,
+    received_at: i64,
+    has_body: bool,
+}
+
+impl From<RejectionRow> for RejectionRecord {
+    fn from(r: RejectionRow) -> RejectionRecord {
+        RejectionRecord {
+            id: r.id,
+            source: r.source,
+            code: r.code,
+            message: r.message,
+            remote_addr: r.remote_addr,
+            received_at_ms: r.received_at,
+            has_body: r.has_body,
+        }
+    }
+}
+
+pub fn list_rejections<'a, DB: Database>(
+    f: &RejectionFilter,
+    after: Option<&Position>,
+    limit: u32,
+) -> QueryBuilder<'a, DB>
+where
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {REJECTION_COLUMNS} FROM rejections WHERE 1 = 1"
+    ));
+    if let Some(s) = &f.source {
+        qb.push(" AND source = ").push_bind(s.clone());
+    }
+    if let Some(c) = &f.code {
+        qb.push(" AND code = ").push_bind(c.clone());
+    }
+    if let Some(t) = f.since_ms {
+        qb.push(" AND received_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.until_ms {
+        qb.push(" AND received_at < ").push_bind(t);
+    }
+    push_page(&mut qb, after, limit);
+    qb
+}
+
+pub fn get_rejection() -> String {
+    format!("SELECT {REJECTION_COLUMNS}, body FROM rejections WHERE id = $1")
+}
+
+/// Retention, raw bodies: requests whose every delivery is done or
+/// discarded and was last updated before `$1` lose their body (set to
+/// `$2`, empty) and get `purged_at = $3`. At most `$4` per statement.
+pub const PURGE_BODIES: &str = "UPDATE requests SET body = $2, purged_at = $3 \
+     WHERE id IN (SELECT r.id FROM requests r WHERE r.purged_at IS NULL AND r.received_at < $1 \
+       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.request_id = r.id \
+         AND (d.status NOT IN ('done', 'discarded') OR d.updated_at >= $1)) \
+       LIMIT $4)";
+
+/// Retention, rejections received before `$1`, at most `$2` per statement.
+pub const PURGE_REJECTIONS: &str = "DELETE FROM rejections WHERE id IN \
+     (SELECT id FROM rejections WHERE received_at < $1 LIMIT $2)";
+
+/// Retention, dedupe keys: done or discarded deliveries last updated before
+/// `$1` whose catalog events every sink has published (`$2` stands for "no
+/// sink"). At most `$3`. Their attempts, events and (when no other delivery
+/// shares it) request go with them.
+pub const EXPIRED_DELIVERIES: &str = "SELECT d.id, d.request_id FROM deliveries d \
+     WHERE d.status IN ('done', 'discarded') AND d.updated_at < $1 \
+       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id \
+         AND e.seq > coalesce((SELECT min(cursor_seq) FROM sinks), $2)) \
+     LIMIT $3";
+
+/// `DELETE FROM <table> WHERE <column> IN (<ids>)`.
+pub fn delete_in<'a, DB: Database>(
+    table: &str,
+    column: &str,
+    ids: &[String],
+) -> QueryBuilder<'a, DB>
+where
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+    let mut list = qb.separated(", ");
+    for id in ids {
+        list.push_bind(id.clone());
+    }
+    qb.push(")");
+    qb
+}
+
+/// Requests among `ids` that no delivery refers to any more.
+pub fn delete_orphan_requests<'a, DB: Database>(ids: &[String]) -> QueryBuilder<'a, DB>
+where
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = delete_in("requests", "id", ids);
+    qb.push(" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.request_id = requests.id)");
+    qb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{Postgres, Sqlite};
+
+    fn filter() -> DeliveryFilter {
+        DeliveryFilter {
+            source: Some("stripe".into()),
+            statuses: vec![DeliveryStatus::Dead, DeliveryStatus::Failed],
+            since_ms: Some(5),
+            ..DeliveryFilter::default()
+        }
+    }
+
+    #[test]
+    fn list_deliveries_sql_is_the_same_but_for_placeholders() {
+        let after = Position {
+            received_at_ms: 9,
+            id: "dlv_x".into(),
+        };
+        let pg = list_deliveries::<Postgres>(&filter(), Some(&after), 10)
+            .sql()
+            .to_string();
+        let lite = list_deliveries::<Sqlite>(&filter(), Some(&after), 10)
+            .sql()
+            .to_string();
+        assert!(
+            pg.contains(
+                "AND source = $1 AND status IN ($2, $3) AND received_at >= $4 \
+             AND (received_at < $5 OR (received_at = $6 AND id < $7)) \
+             ORDER BY received_at DESC, id DESC LIMIT $8"
+            ),
+            "{pg}"
+        );
+        let mut n = 0;
+        let numbered: String = lite
+            .chars()
+            .map(|c| {
+                if c == '?' {
+                    n += 1;
+                    format!("${n}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        assert_eq!(numbered, pg);
+    }
+
+    #[test]
+    fn requeue_matching_only_touches_allowed_statuses() {
+        let allowed = [
+            DeliveryStatus::Done,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Dead,
+        ];
+        let sql = requeue_matching::<Postgres>(&filter(), &allowed, 1, false)
+            .sql()
+            .to_string();
+        // The filter's dead and failed, both allowed: two statuses, and
+        // the body must still be there.
+        assert!(
+            sql.contains("AND status IN ($4, $5)") && sql.contains("purged_at IS NULL"),
+            "{sql}"
+        );
+        assert_eq!(sql.matches("status IN").count(), 1, "{sql}");
+        let pending_only = DeliveryFilter {
+            statuses: vec![DeliveryStatus::Pending],
+            ..DeliveryFilter::default()
+        };
+        let sql = requeue_matching::<Postgres>(&pending_only, &allowed, 1, true)
+            .sql()
+            .to_string();
+        assert!(
+            sql.starts_with("SELECT count(*)") && sql.contains("1 = 0"),
+            "{sql}"
+        );
+    }
+}
