@@ -58,6 +58,9 @@ pub enum Transform {
     Rfc3339,
     /// A number or a numeric string → an integer.
     Integer,
+    /// A URL → its last non-empty path segment (`…/captures/ABC` → `ABC`),
+    /// for providers that name a related object only by its link.
+    UrlLastSegment,
 }
 
 /// `{ pointer, equals | not_equals | exists | in }`; all conditions of an
@@ -376,6 +379,19 @@ fn apply_transform(t: Transform, v: Value) -> Result<Value, String> {
             _ => return Err(format!("{v} is not an integer")),
         },
         Transform::Rfc3339 => Value::String(to_rfc3339(&v)?),
+        Transform::UrlLastSegment => {
+            let text = as_text(&v);
+            let rest = text.split(['?', '#']).next().unwrap_or_default();
+            // After `scheme://host`, or the whole text for a bare path.
+            let path = match rest.split_once("://") {
+                Some((_, after)) => after.find('/').map_or("", |at| &after[at..]),
+                None => rest,
+            };
+            match path.rsplit('/').find(|s| !s.is_empty()) {
+                Some(segment) if path.starts_with('/') => Value::String(segment.to_owned()),
+                _ => return Err(format!("{text:?} has no path segment")),
+            }
+        }
     })
 }
 
@@ -465,6 +481,28 @@ currency = { pointer = "/cur", transform = "lowercase" }
             .apply("other", &json!({"paid": true}), &c)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn url_last_segment_takes_the_id_out_of_a_link() {
+        let t = Transform::UrlLastSegment;
+        for (url, want) in [
+            (
+                "https://api.paypal.com/v2/payments/captures/42311647XV020574X",
+                "42311647XV020574X",
+            ),
+            ("https://x.test/a/b/?q=1#f", "b"),
+            ("/v1/things/th_1", "th_1"),
+        ] {
+            assert_eq!(
+                apply_transform(t, json!(url)).unwrap(),
+                json!(want),
+                "{url}"
+            );
+        }
+        assert!(apply_transform(t, json!("no-slash")).is_err());
+        assert!(apply_transform(t, json!("https://api.paypal.com")).is_err());
+        assert!(apply_transform(t, json!("/")).is_err());
     }
 
     #[test]

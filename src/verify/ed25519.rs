@@ -10,7 +10,7 @@
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::Deserialize;
 
-use super::hmac::{Part, SignatureEncoding, Template};
+use super::hmac::{Fill, Part, SignatureEncoding, Template};
 use super::wire;
 use super::{KeyError, RequestView, SignedRequest, Verified, VerifyError};
 
@@ -62,8 +62,8 @@ impl Compiled {
         })
     }
 
-    fn message(&self, body: &[u8], timestamp: &str, url: &str) -> Vec<u8> {
-        self.template.pieces(body, timestamp, url).concat()
+    fn message(&self, body: &[u8], timestamp: &str, fill: &Fill<'_>) -> Vec<u8> {
+        self.template.pieces(body, timestamp, fill).concat()
     }
 }
 
@@ -131,8 +131,8 @@ impl Ed25519Verifier {
             .ok_or(VerifyError::InvalidSignature)?;
         let signature = Signature::from_slice(&bytes).map_err(|_| VerifyError::InvalidSignature)?;
         let timestamp = wire::parse_timestamp(raw_ts).ok_or(VerifyError::InvalidSignature)?;
-        let url = c.template.url(req)?;
-        let message = c.message(req.body, raw_ts, url);
+        let fill = c.template.fill(req)?;
+        let message = c.message(req.body, raw_ts, &fill);
         // Public-key verification has no secret to leak through timing; every
         // key is still tried so a rotation behaves like the HMAC schemes.
         let ok = self.keys.iter().fold(false, |ok, key| {
@@ -151,6 +151,7 @@ pub(super) fn sign(
     secret: &str,
     body: &[u8],
     timestamp: i64,
+    id: &str,
     url: Option<&str>,
 ) -> Result<SignedRequest, KeyError> {
     let c = Compiled::new(config)?;
@@ -162,11 +163,13 @@ pub(super) fn sign(
         return Err(KeyError::CannotSign("the timestamp must not be negative"));
     }
     let ts = timestamp.to_string();
-    let url = c.template.sign_url(url)?;
-    let signature = private.sign(&c.message(body, &ts, url)).to_bytes();
+    let (fill, extra_headers) = c.template.sign_fill(url, id, body)?;
+    let signature = private.sign(&c.message(body, &ts, &fill)).to_bytes();
     let encoded = c.encoding.encode(&signature);
+    let mut headers = vec![(c.header.clone(), encoded), (c.timestamp_header, ts)];
+    headers.extend(extra_headers);
     Ok(SignedRequest {
-        headers: vec![(c.header.clone(), encoded), (c.timestamp_header, ts)],
+        headers,
         path_token: None,
     })
 }
@@ -268,12 +271,20 @@ mod tests {
 
     #[test]
     fn ed25519_sign_reproduces_the_vector_and_needs_the_pair() {
-        let signed = sign(&discord(), RFC_PAIR, PING.as_bytes(), 1_700_000_000, None).unwrap();
+        let signed = sign(
+            &discord(),
+            RFC_PAIR,
+            PING.as_bytes(),
+            1_700_000_000,
+            "",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             signed.headers[0],
             ("X-Signature-Ed25519".to_string(), PING_SIG.to_string())
         );
-        assert!(sign(&discord(), RFC_PUBLIC, PING.as_bytes(), 1, None).is_err());
+        assert!(sign(&discord(), RFC_PUBLIC, PING.as_bytes(), 1, "", None).is_err());
     }
 
     #[test]

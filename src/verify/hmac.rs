@@ -118,12 +118,31 @@ pub(super) enum Part {
     Timestamp,
     /// The URL the sender called ([`RequestView::url`]).
     Url,
+    /// `{header:name}`: a request header's value ("" when absent).
+    Header(String),
+    /// `{query:name}` (`{query:name|lower}` lower-cases it): a query
+    /// parameter of the URL the sender called, percent-decoded ("" when
+    /// absent).
+    Query {
+        name: String,
+        lower: bool,
+    },
+    /// `{sorted_json}`: the JSON body re-encoded compactly with the keys of
+    /// every object sorted (Name.com signs that instead of the raw bytes).
+    SortedJson,
 }
 
 /// The parsed `content` template; shared with the timestamped scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Template {
     parts: Vec<Part>,
+}
+
+/// What a template's request-dependent placeholders stand for: the URL and,
+/// in template order, the values of its `{header:…}` / `{query:…}` parts.
+pub(super) struct Fill<'a> {
+    url: &'a str,
+    params: Vec<String>,
 }
 
 impl Template {
@@ -149,16 +168,39 @@ impl Template {
                     "unclosed '{{' in content template {content:?}"
                 )));
             };
-            parts.push(match &after_brace[..close] {
+            let inner = &after_brace[..close];
+            let unknown = || {
+                KeyError::Config(format!(
+                    "unknown placeholder {{{inner}}} in content template {content:?}; \
+                     the placeholders are {{body}}, {{timestamp}}, {{url}}, \
+                     {{sorted_json}}, {{header:<name>}} and {{query:<name>}} \
+                     (or {{query:<name>|lower}})"
+                ))
+            };
+            parts.push(match inner {
                 "body" => Part::Body,
                 "timestamp" => Part::Timestamp,
                 "url" => Part::Url,
-                other => {
-                    return Err(KeyError::Config(format!(
-                        "unknown placeholder {{{other}}} in content template {content:?}; \
-                         the placeholders are {{body}}, {{timestamp}} and {{url}}"
-                    )))
-                }
+                "sorted_json" => Part::SortedJson,
+                other => match other.split_once(':') {
+                    Some(("header", name)) if !name.trim().is_empty() => {
+                        Part::Header(name.trim().to_ascii_lowercase())
+                    }
+                    Some(("query", spec)) => {
+                        let (name, lower) = match spec.strip_suffix("|lower") {
+                            Some(name) => (name, true),
+                            None => (spec, false),
+                        };
+                        if name.is_empty() || name.contains('|') {
+                            return Err(unknown());
+                        }
+                        Part::Query {
+                            name: name.to_owned(),
+                            lower,
+                        }
+                    }
+                    _ => return Err(unknown()),
+                },
             });
             rest = &after_brace[close + 1..];
         }
@@ -169,43 +211,133 @@ impl Template {
         self.parts.contains(part)
     }
 
-    /// The signed content as slices to feed to the MAC in order; `url` is
-    /// `""` when the template doesn't sign it.
+    /// Whether the body is signed, as raw bytes or as sorted JSON.
+    pub(super) fn signs_body(&self) -> bool {
+        self.has(&Part::Body) || self.has(&Part::SortedJson)
+    }
+
+    fn needs_url(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Url | Part::Query { .. }))
+    }
+
+    /// The signed content as slices to feed to the MAC in order.
     pub(super) fn pieces<'a>(
         &'a self,
         body: &'a [u8],
         timestamp: &'a str,
-        url: &'a str,
+        fill: &'a Fill<'a>,
     ) -> Vec<&'a [u8]> {
+        let mut params = fill.params.iter();
         self.parts
             .iter()
             .map(|p| match p {
                 Part::Literal(s) => s.as_bytes(),
                 Part::Body => body,
                 Part::Timestamp => timestamp.as_bytes(),
-                Part::Url => url.as_bytes(),
+                Part::Url => fill.url.as_bytes(),
+                Part::Header(_) | Part::Query { .. } | Part::SortedJson => {
+                    params.next().map_or(&b""[..], |v| v.as_bytes())
+                }
             })
             .collect()
     }
 
-    /// The request URL when the template signs it: a URL-signing scheme
-    /// can't verify a request whose URL the gateway doesn't know.
-    pub(super) fn url<'a>(&self, req: &RequestView<'a>) -> Result<&'a str, VerifyError> {
-        if !self.has(&Part::Url) {
-            return Ok("");
+    /// The placeholders' values for a received request. A template that
+    /// signs the URL (or reads its query) can't verify a request whose URL
+    /// the gateway doesn't know.
+    pub(super) fn fill<'a>(&self, req: &RequestView<'a>) -> Result<Fill<'a>, VerifyError> {
+        let url = match (self.needs_url(), req.url) {
+            (false, _) => "",
+            (true, Some(url)) => url,
+            (true, None) => return Err(VerifyError::InvalidSignature),
+        };
+        let mut params = Vec::new();
+        for part in &self.parts {
+            match part {
+                Part::Header(name) => params.push(req.headers.get(name).unwrap_or("").to_owned()),
+                Part::Query { name, lower } => params.push(query_param(url, name, *lower)),
+                Part::SortedJson => {
+                    params.push(sorted_json(req.body).ok_or(VerifyError::InvalidSignature)?)
+                }
+                _ => {}
+            }
         }
-        req.url.ok_or(VerifyError::InvalidSignature)
+        Ok(Fill { url, params })
     }
 
-    /// The URL to sign, when the template signs one.
-    pub(super) fn sign_url<'a>(&self, url: Option<&'a str>) -> Result<&'a str, KeyError> {
-        match (self.has(&Part::Url), url) {
-            (false, _) => Ok(""),
-            (true, Some(url)) => Ok(url),
-            (true, None) => Err(KeyError::CannotSign(
-                "this scheme signs the URL the sender calls: give the URL",
-            )),
+    /// The placeholders' values when signing as the sender: `url` is the
+    /// URL called (with its query), a `{header:…}` part carries `id` and
+    /// is returned as a header to send.
+    pub(super) fn sign_fill<'a>(
+        &self,
+        url: Option<&'a str>,
+        id: &str,
+        body: &[u8],
+    ) -> Result<(Fill<'a>, Vec<(String, String)>), KeyError> {
+        let url = match (self.needs_url(), url) {
+            (false, _) => "",
+            (true, Some(url)) => url,
+            (true, None) => {
+                return Err(KeyError::CannotSign(
+                    "this scheme signs the URL the sender calls: give the URL",
+                ))
+            }
+        };
+        let mut headers = Vec::new();
+        let mut params = Vec::new();
+        for part in &self.parts {
+            match part {
+                Part::Header(name) => {
+                    headers.push((name.clone(), id.to_owned()));
+                    params.push(id.to_owned());
+                }
+                Part::Query { name, lower } => params.push(query_param(url, name, *lower)),
+                Part::SortedJson => params.push(sorted_json(body).ok_or(KeyError::CannotSign(
+                    "this scheme signs the body as JSON: the body must be JSON",
+                ))?),
+                _ => {}
+            }
         }
+        Ok((Fill { url, params }, headers))
+    }
+}
+
+/// `body` as compact JSON with every object's keys sorted (by their UTF-8
+/// bytes, which is code point order), strings unescaped where JSON allows
+/// (`/` and non-ASCII as is): what Name.com's documented signer produces.
+/// `None` when the body is not JSON.
+fn sorted_json(body: &[u8]) -> Option<String> {
+    fn sort(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    serde_json::to_string(&sort(value)).ok()
+}
+
+/// The first value of query parameter `name` in `url`, decoded.
+fn query_param(url: &str, name: &str, lower: bool) -> String {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or_default();
+    let value = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if lower {
+        value.to_lowercase()
+    } else {
+        value
     }
 }
 
@@ -238,8 +370,10 @@ impl Compiled {
             return config("hmac: separator must not be empty; leave it out instead");
         }
         let template = Template::parse(&c.content)?;
-        if !template.has(&Part::Body) {
-            return config("hmac: content must contain {body}, or the body is not signed");
+        if !template.signs_body() {
+            return config(
+                "hmac: content must contain {body} (or {sorted_json}), or the body is not signed",
+            );
         }
         let signs_timestamp = template.has(&Part::Timestamp);
         let timestamp = match (&c.timestamp_header, signs_timestamp) {
@@ -272,7 +406,7 @@ impl Compiled {
             }
             (Some(content), Some(_)) => {
                 let t = Template::parse(content)?;
-                if !t.has(&Part::Body) {
+                if !t.signs_body() {
                     return config("hmac: content_without_timestamp must contain {body}");
                 }
                 if t.has(&Part::Timestamp) {
@@ -414,8 +548,8 @@ impl HmacVerifier {
             return Err(VerifyError::InvalidSignature);
         }
         let raw_ts = timestamp.map_or("", |(raw, _, _)| raw);
-        let url = template.url(req)?;
-        let pieces = template.pieces(req.body, raw_ts, url);
+        let fill = template.fill(req)?;
+        let pieces = template.pieces(req.body, raw_ts, &fill);
         let mut ok = false;
         for key in &self.keys {
             ok |= matches_any(&key.tag(&pieces), &candidates);
@@ -438,6 +572,7 @@ pub(super) fn sign(
     secret: &str,
     body: &[u8],
     timestamp: i64,
+    id: &str,
     url: Option<&str>,
 ) -> Result<SignedRequest, KeyError> {
     let c = Compiled::new(config)?;
@@ -446,14 +581,15 @@ pub(super) fn sign(
         return Err(KeyError::CannotSign("the timestamp must not be negative"));
     }
     let ts = timestamp.to_string();
-    let url = c.template.sign_url(url)?;
-    let tag = key.tag(&c.template.pieces(body, &ts, url));
+    let (fill, extra_headers) = c.template.sign_fill(url, id, body)?;
+    let tag = key.tag(&c.template.pieces(body, &ts, &fill));
     let value = format!(
         "{}{}",
         c.prefix.as_deref().unwrap_or(""),
         c.encoding.encode(&tag)
     );
     let mut headers = vec![(c.header.clone(), value)];
+    headers.extend(extra_headers);
     if let Some((header, _)) = &c.timestamp {
         headers.push((header.clone(), ts));
     }
@@ -563,7 +699,15 @@ pub(super) mod tests {
         };
         // RFC 4231 test case 2.
         let expected = "164B7A7BFCF819E2E395FBE73B56E0A387BD64222E831FD610270CD7EA2505549758BF75C05A994A6D034F65F8F0E6FDCAEAB1A34D4A6B4B636E070A38BCE737";
-        let signed = sign(&config, "Jefe", b"what do ya want for nothing?", 0, None).unwrap();
+        let signed = sign(
+            &config,
+            "Jefe",
+            b"what do ya want for nothing?",
+            0,
+            "",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             signed.headers,
             vec![("X-ANET-Signature".to_owned(), format!("sha512={expected}"))]
@@ -668,6 +812,7 @@ pub(super) mod tests {
             "It's a Secret to Everybody",
             b"Hello, World!",
             0,
+            "",
             None,
         )
         .unwrap();
@@ -699,6 +844,7 @@ pub(super) mod tests {
             SLACK_SECRET,
             SLACK_BODY.as_bytes(),
             SLACK_TS,
+            "",
             None,
         )
         .unwrap();
@@ -766,7 +912,7 @@ pub(super) mod tests {
                     key_encoding,
                     ..config("X-Sig")
                 };
-                let signed = sign(&config, secret, b"body", 0, None).unwrap();
+                let signed = sign(&config, secret, b"body", 0, "", None).unwrap();
                 let v = verifier(config, &[secret]);
                 let (name, value) = &signed.headers[0];
                 assert!(check(&v, &[(name, value)], b"body", 0).is_ok());
@@ -851,7 +997,7 @@ pub(super) mod tests {
         for c in cases {
             let err = Verifier::new(&SchemeConfig::Hmac(c.clone()), &["k".into()]).unwrap_err();
             assert!(matches!(err, KeyError::Config(_)), "{c:?}");
-            assert!(sign(&c, "k", b"", 0, None).is_err());
+            assert!(sign(&c, "k", b"", 0, "", None).is_err());
         }
     }
 
@@ -910,7 +1056,7 @@ pub(super) mod tests {
     fn hmac_optional_timestamp_verifies_either_form() {
         let v = verifier(optional_timestamp(), &["k"]);
         let body = br#"{"status":"firing"}"#;
-        let with = sign(&optional_timestamp(), "k", body, 1_000, None).unwrap();
+        let with = sign(&optional_timestamp(), "k", body, 1_000, "", None).unwrap();
         let h: Vec<(&str, &str)> = with
             .headers
             .iter()
@@ -924,7 +1070,7 @@ pub(super) mod tests {
         );
         // Without the header: the body alone is signed, and no timestamp
         // is checked.
-        let plain = sign(&config("X-Sig"), "k", body, 0, None).unwrap();
+        let plain = sign(&config("X-Sig"), "k", body, 0, "", None).unwrap();
         let sig = plain.headers[0].1.as_str();
         assert_eq!(
             check(&v, &[("X-Sig", sig)], body, 99_999)
@@ -982,6 +1128,21 @@ pub(super) mod tests {
             let err = Verifier::new(&SchemeConfig::Hmac(c.clone()), &["k".into()]).unwrap_err();
             assert!(matches!(err, KeyError::Config(_)), "{c:?}");
         }
+    }
+
+    #[test]
+    fn sorted_json_sorts_every_object_and_keeps_text_as_is() {
+        // Keys sorted at every depth (arrays keep their order), compact,
+        // "/" and non-ASCII unescaped, as Python's
+        // json.dumps(..., separators=(",", ":"), ensure_ascii=False) and
+        // JavaScript's JSON.stringify write them.
+        let body =
+            "{ \"z\": [ {\"b\": 1, \"a\": \"x/y\"}, 2 ], \"a\": {\"d\": \"bücher\", \"c\": null} }";
+        assert_eq!(
+            sorted_json(body.as_bytes()).unwrap(),
+            "{\"a\":{\"c\":null,\"d\":\"bücher\"},\"z\":[{\"a\":\"x/y\",\"b\":1},2]}"
+        );
+        assert_eq!(sorted_json(b"{\"a\":"), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod hmac;
 mod mac;
 mod none;
 mod path_token;
+mod paypal;
 mod standard_webhooks;
 mod stripe;
 mod timestamped;
@@ -40,6 +41,7 @@ pub use self::ed25519::Ed25519Config;
 pub use self::hmac::{HmacAlgorithm, HmacConfig, KeyEncoding, SignatureEncoding};
 pub use self::none::NoneConfig;
 pub use self::path_token::PathTokenConfig;
+pub use self::paypal::PaypalConfig;
 pub use self::standard_webhooks::StandardWebhooksConfig;
 pub use self::stripe::StripeConfig;
 pub use self::timestamped::{TimestampUnit, TimestampedConfig};
@@ -124,6 +126,8 @@ pub enum SchemeConfig {
     Twilio(TwilioConfig),
     /// Braintree's `bt_signature` / `bt_payload` form fields.
     Braintree(BraintreeConfig),
+    /// PayPal's RSA signature over ids, time and the body's CRC-32.
+    Paypal(PaypalConfig),
     /// Explicitly no authentication: every request verifies.
     None(NoneConfig),
     /// Adyen standard notifications: an HMAC per `notificationItems[]`
@@ -146,6 +150,7 @@ impl SchemeConfig {
             SchemeConfig::Ed25519(_) => "ed25519",
             SchemeConfig::Twilio(_) => "twilio",
             SchemeConfig::Braintree(_) => "braintree",
+            SchemeConfig::Paypal(_) => "paypal",
             SchemeConfig::None(_) => "none",
             SchemeConfig::AdyenItems(_) => "adyen-items",
         }
@@ -171,6 +176,7 @@ impl SchemeConfig {
                 | SchemeConfig::Ed25519(_)
                 | SchemeConfig::Twilio(_)
                 | SchemeConfig::Braintree(_)
+                | SchemeConfig::Paypal(_)
         )
     }
 
@@ -279,6 +285,7 @@ enum Inner {
     Ed25519(ed25519::Ed25519Verifier),
     Twilio(twilio::TwilioVerifier),
     Braintree(braintree::BraintreeVerifier),
+    Paypal(paypal::PaypalVerifier),
     Adyen(adyen::AdyenVerifier),
     None,
 }
@@ -320,6 +327,7 @@ impl Verifier {
             SchemeConfig::Braintree(c) => {
                 Inner::Braintree(braintree::BraintreeVerifier::new(c, &secrets)?)
             }
+            SchemeConfig::Paypal(c) => Inner::Paypal(paypal::PaypalVerifier::new(c, &secrets)?),
             SchemeConfig::None(_) => Inner::None,
             SchemeConfig::AdyenItems(c) => Inner::Adyen(adyen::AdyenVerifier::new(c, &secrets)?),
         };
@@ -339,6 +347,7 @@ impl Verifier {
             Inner::Ed25519(v) => v.verify(req, now_unix),
             Inner::Twilio(v) => v.verify(req),
             Inner::Braintree(v) => v.verify(req),
+            Inner::Paypal(v) => v.verify(req, now_unix),
             Inner::Adyen(v) => v.verify(req),
             Inner::None => none::verify(req),
         }
@@ -366,6 +375,7 @@ impl Verifier {
             Inner::Ed25519(_) => "ed25519",
             Inner::Twilio(_) => "twilio",
             Inner::Braintree(_) => "braintree",
+            Inner::Paypal(_) => "paypal",
             Inner::Adyen(_) => "adyen-items",
             Inner::None => "none",
         }
@@ -382,6 +392,7 @@ impl Verifier {
             Inner::Ed25519(v) => v.key_count(),
             Inner::Twilio(v) => v.key_count(),
             Inner::Braintree(v) => v.key_count(),
+            Inner::Paypal(v) => v.key_count(),
             Inner::Adyen(v) => v.key_count(),
             Inner::None => 0,
         }
@@ -459,15 +470,16 @@ pub fn sign_request(
         SchemeConfig::StandardWebhooks(c) => {
             standard_webhooks::sign(c, secret, body, timestamp, id)
         }
-        SchemeConfig::Hmac(c) => hmac::sign(c, secret, body, timestamp, url),
-        SchemeConfig::TimestampedHmac(c) => timestamped::sign(c, secret, body, timestamp, url),
+        SchemeConfig::Hmac(c) => hmac::sign(c, secret, body, timestamp, id, url),
+        SchemeConfig::TimestampedHmac(c) => timestamped::sign(c, secret, body, timestamp, id, url),
         SchemeConfig::PathToken(c) => path_token::sign(c, secret),
         SchemeConfig::Basic(c) => credentials::sign(credentials::Kind::basic(c), secret),
         SchemeConfig::Bearer(c) => credentials::sign(credentials::Kind::bearer(c), secret),
         SchemeConfig::HeaderToken(c) => credentials::sign(credentials::Kind::header(c)?, secret),
-        SchemeConfig::Ed25519(c) => ed25519::sign(c, secret, body, timestamp, url),
+        SchemeConfig::Ed25519(c) => ed25519::sign(c, secret, body, timestamp, id, url),
         SchemeConfig::Twilio(_) => twilio::sign(secret, body, url),
         SchemeConfig::Braintree(_) => braintree::sign(),
+        SchemeConfig::Paypal(c) => paypal::sign(c, secret, body, timestamp, id),
         SchemeConfig::None(_) => Ok(none::sign()),
         SchemeConfig::AdyenItems(_) => Err(KeyError::CannotSign(
             "adyen-items signs inside the body; use sign_full",

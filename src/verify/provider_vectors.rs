@@ -826,3 +826,101 @@ fn provider_static_credential_presets_accept_their_senders_headers() {
         VerifyError::MissingSignature
     );
 }
+
+#[test]
+fn provider_paypal_definition_needs_the_webhook_id_and_verifies_the_sdk_checked_signature() {
+    use super::paypal::vector::{BODY, CERT, NOW, SIG, TID, TIME, WEBHOOK_ID};
+    let from_file = scheme_of(include_str!("../../providers/paypal/provider.toml"));
+    // The definition names the scheme; the webhook id is each source's.
+    let SchemeConfig::Paypal(mut config) = from_file else {
+        panic!("paypal/provider.toml is not the paypal scheme");
+    };
+    assert_eq!(config.webhook_id, None);
+    assert!(matches!(
+        Verifier::new(
+            &SchemeConfig::Paypal(config.clone()),
+            &[SecretString::from(CERT.to_owned())]
+        ),
+        Err(KeyError::Config(_))
+    ));
+    config.webhook_id = Some(WEBHOOK_ID.into());
+    let scheme = SchemeConfig::Paypal(config);
+    let headers = [
+        ("paypal-transmission-id", TID),
+        ("paypal-transmission-time", TIME),
+        ("paypal-transmission-sig", SIG),
+        ("paypal-auth-algo", "SHA256withRSA"),
+        (
+            "paypal-cert-url",
+            "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-a5cafa77",
+        ),
+    ];
+    assert!(verify_with(&scheme, &[CERT], &headers, BODY, NOW).is_ok());
+    // Another algorithm named, or the signature of one byte more.
+    let mut other = headers;
+    other[3].1 = "SHA1withRSA";
+    assert!(verify_with(&scheme, &[CERT], &other, BODY, NOW).is_err());
+    let mut longer = BODY.to_vec();
+    longer.push(b'\n');
+    assert!(verify_with(&scheme, &[CERT], &headers, &longer, NOW).is_err());
+}
+
+#[test]
+fn provider_mercado_pago_definition_is_the_tested_manifest() {
+    // timestamped_manifest_of_query_and_header_values checks this
+    // configuration against an independently built manifest.
+    assert_eq!(
+        scheme_of(include_str!("../../providers/mercado-pago/provider.toml")),
+        SchemeConfig::TimestampedHmac(super::timestamped::tests::mercado_pago())
+    );
+}
+
+#[test]
+fn provider_name_com_guide_vectors_verify_over_url_and_sorted_json() {
+    // Computed by following Name.com's "HMAC Signature Verification" guide
+    // with Python's standard library (providers/name-com/fixtures/SOURCES.md):
+    // HMAC-SHA256(token, url + "|" + json.dumps(sorted payload,
+    // separators=(",", ":"), ensure_ascii=False)), hex.
+    let scheme = scheme_of(include_str!("../../providers/name-com/provider.toml"));
+    let header = "x-namecom-signature";
+    // The guide's own example payload, token and URL; the body arrives with
+    // its keys unsorted and spaced, and only the sorted compact form is signed.
+    let guide = "sha256=841604a6b230f61f3dab28f965c4ffe379297f5370f0a5b420af8ce8922d96ce,1640995200,550e8400-e29b-41d4-a716-446655440000";
+    let url = "https://partner.example.com/webhook/domain-created";
+    let body = br#"{"domain": "example.com", "action": "created"}"#;
+    assert!(verify_at(&scheme, "your-api-token", &[(header, guide)], body, url).is_ok());
+    // Another URL, token or payload value fails.
+    assert!(verify_at(
+        &scheme,
+        "your-api-token",
+        &[(header, guide)],
+        body,
+        "https://partner.example.com/webhook/other"
+    )
+    .is_err());
+    assert!(verify_at(&scheme, "other-token", &[(header, guide)], body, url).is_err());
+    assert!(verify_at(
+        &scheme,
+        "your-api-token",
+        &[(header, guide)],
+        br#"{"domain": "example.net", "action": "created"}"#,
+        url
+    )
+    .is_err());
+    // A fixture, signed for a gateway URL.
+    let sig = "sha256=b55a5129446612d80dbaf1fc47e9a4f9f2c502d3e282a06993f3d5edacce2e8c,1764806400,3f0c2b9e-8f64-4a51-9b1f-0d7c3f5f1a2e";
+    let body = include_bytes!(
+        "../../providers/name-com/fixtures/domain.transfer.status_change.completed.json"
+    );
+    let url = "https://hooks.example.net/v1/webhooks/name-com";
+    assert!(verify_at(&scheme, "your-api-token", &[(header, sig)], body, url).is_ok());
+    // A body that is not JSON can't be the one signed.
+    assert!(verify_at(
+        &scheme,
+        "your-api-token",
+        &[(header, sig)],
+        b"not json",
+        url
+    )
+    .is_err());
+}

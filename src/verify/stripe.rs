@@ -61,6 +61,7 @@ impl StripeConfig {
             key_encoding: KeyEncoding::Utf8,
             tolerance_secs: self.tolerance_secs,
             timestamp_unit: TimestampUnit::Seconds,
+            body_unsigned: false,
         }
     }
 }
@@ -115,7 +116,7 @@ pub(super) fn sign(
     timestamp: i64,
 ) -> Result<SignedRequest, KeyError> {
     let key = key(1, secret)?;
-    Compiled::new(&config.timestamped())?.sign(&key, body, timestamp, None)
+    Compiled::new(&config.timestamped())?.sign(&key, body, timestamp, "", None)
 }
 
 #[cfg(test)]

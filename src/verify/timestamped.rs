@@ -54,6 +54,11 @@ pub struct TimestampedConfig {
     /// since the Unix epoch.
     #[serde(default)]
     pub timestamp_unit: TimestampUnit,
+    /// The sender signs a manifest of ids instead of the body (Mercado
+    /// Pago): `content` may leave out `{body}`. The body is then not
+    /// authenticated; say so where the provider is documented.
+    #[serde(default)]
+    pub body_unsigned: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -144,10 +149,15 @@ impl Compiled {
                 ),
             };
         let template = Template::parse(&c.content)?;
-        if !template.has(&Part::Body) || !template.has(&Part::Timestamp) {
+        if !template.has(&Part::Timestamp) {
             // Without the timestamp in the MAC anyone could change it, and
             // the tolerance check would protect nothing.
-            return config("content must contain both {timestamp} and {body}");
+            return config("content must contain {timestamp}");
+        }
+        if !template.signs_body() && !c.body_unsigned {
+            return config(
+                "content must contain {body} (or set body_unsigned = true for a sender that signs no body)",
+            );
         }
         Ok(Compiled {
             header: c.header.clone(),
@@ -217,8 +227,8 @@ impl Compiled {
     ) -> Result<Verified, VerifyError> {
         let value = wire::required_header(req.headers, &self.header)?;
         let (raw_ts, timestamp, signatures) = self.parse(value)?;
-        let url = self.template.url(req)?;
-        let pieces = self.template.pieces(req.body, raw_ts, url);
+        let fill = self.template.fill(req)?;
+        let pieces = self.template.pieces(req.body, raw_ts, &fill);
         // Every key is tried (no early exit) so timing does not tell which
         // secret of a rotation matched.
         let mut ok = false;
@@ -244,6 +254,7 @@ impl Compiled {
         key: &MacKey,
         body: &[u8],
         timestamp: i64,
+        id: &str,
         url: Option<&str>,
     ) -> Result<SignedRequest, KeyError> {
         if timestamp < 0 {
@@ -253,8 +264,8 @@ impl Compiled {
             .checked_mul(self.unit.per_second())
             .ok_or(KeyError::CannotSign("the timestamp is out of range"))?
             .to_string();
-        let url = self.template.sign_url(url)?;
-        let tag = key.tag(&self.template.pieces(body, &ts, url));
+        let (fill, extra_headers) = self.template.sign_fill(url, id, body)?;
+        let tag = key.tag(&self.template.pieces(body, &ts, &fill));
         let encoded = self.encoding.encode(&tag);
         let sep = &self.separator;
         let value = match &self.layout {
@@ -264,8 +275,10 @@ impl Compiled {
             } => format!("{timestamp_key}={ts}{sep}{signature_key}={encoded}"),
             Layout::Positional => format!("{ts}{sep}{encoded}"),
         };
+        let mut headers = vec![(self.header.clone(), value)];
+        headers.extend(extra_headers);
         Ok(SignedRequest {
-            headers: vec![(self.header.clone(), value)],
+            headers,
             path_token: None,
         })
     }
@@ -301,11 +314,12 @@ pub(super) fn sign(
     secret: &str,
     body: &[u8],
     timestamp: i64,
+    id: &str,
     url: Option<&str>,
 ) -> Result<SignedRequest, KeyError> {
     let compiled = Compiled::new(config)?;
     let key = mac_key(config.algorithm, config.key_encoding, 1, secret)?;
-    compiled.sign(&key, body, timestamp, url)
+    compiled.sign(&key, body, timestamp, id, url)
 }
 
 #[cfg(test)]
@@ -328,6 +342,7 @@ pub(super) mod tests {
             key_encoding: KeyEncoding::Utf8,
             tolerance_secs: 300,
             timestamp_unit: TimestampUnit::Seconds,
+            body_unsigned: false,
         }
     }
 
@@ -394,7 +409,7 @@ pub(super) mod tests {
 
     #[test]
     fn timestamped_paddle_sign_reproduces_the_sdk_signature() {
-        let signed = sign(&paddle(), PADDLE_SECRET, PADDLE_BODY, PADDLE_TS, None).unwrap();
+        let signed = sign(&paddle(), PADDLE_SECRET, PADDLE_BODY, PADDLE_TS, "", None).unwrap();
         assert_eq!(
             signed.headers,
             vec![(
@@ -500,7 +515,7 @@ pub(super) mod tests {
             let err = Verifier::new(&SchemeConfig::TimestampedHmac(c.clone()), &["k".into()])
                 .unwrap_err();
             assert!(matches!(err, KeyError::Config(_)), "{c:?}");
-            assert!(sign(&c, "k", b"", 0, None).is_err());
+            assert!(sign(&c, "k", b"", 0, "", None).is_err());
         }
     }
 
@@ -591,7 +606,15 @@ pub(super) mod tests {
 
     #[test]
     fn timestamped_positional_sign_writes_milliseconds_and_round_trips() {
-        let signed = sign(&recurly(), RECURLY_SECRET, RECURLY_BODY, 1663103925, None).unwrap();
+        let signed = sign(
+            &recurly(),
+            RECURLY_SECRET,
+            RECURLY_BODY,
+            1663103925,
+            "",
+            None,
+        )
+        .unwrap();
         let (name, value) = &signed.headers[0];
         assert_eq!(name, "recurly-signature");
         let (ts, sig) = value.split_once(',').unwrap();
@@ -599,7 +622,70 @@ pub(super) mod tests {
         assert_eq!(sig.len(), 64);
         let v = verifier(recurly(), &[RECURLY_SECRET]);
         assert!(check_recurly(&v, value, 1663103925).is_ok());
-        assert!(sign(&recurly(), RECURLY_SECRET, RECURLY_BODY, i64::MAX, None).is_err());
+        assert!(sign(&recurly(), RECURLY_SECRET, RECURLY_BODY, i64::MAX, "", None).is_err());
+    }
+
+    /// Mercado Pago's manifest: ids from the query and a header, no body.
+    pub(in super::super) fn mercado_pago() -> TimestampedConfig {
+        TimestampedConfig {
+            header: "x-signature".into(),
+            separator: ",".into(),
+            timestamp_key: Some("ts".into()),
+            signature_key: Some("v1".into()),
+            content: "id:{query:data.id|lower};request-id:{header:x-request-id};ts:{timestamp};"
+                .into(),
+            body_unsigned: true,
+            ..paddle()
+        }
+    }
+
+    #[test]
+    fn timestamped_manifest_of_query_and_header_values() {
+        let config = mercado_pago();
+        let url = "https://hooks.example.com/v1/webhooks/mp?data.id=ABC123&type=payment";
+        let signed = sign(
+            &config,
+            "mp-secret",
+            b"{}",
+            1_700_000_000,
+            "req-1",
+            Some(url),
+        )
+        .unwrap();
+        // The manifest, computed independently, lower-cases the id.
+        let mac = MacKey::new(HmacAlgorithm::Sha256, b"mp-secret").unwrap();
+        let want = hex::encode(mac.tag(&[b"id:abc123;request-id:req-1;ts:1700000000;"]));
+        assert_eq!(signed.headers[0].1, format!("ts=1700000000,v1={want}"));
+        assert_eq!(signed.headers[1], ("x-request-id".into(), "req-1".into()));
+        let v = verifier(config.clone(), &["mp-secret"]);
+        let run = |url: Option<&str>, request_id: &str, body: &[u8]| {
+            let mut h = Headers::new();
+            h.push("x-signature", &signed.headers[0].1);
+            h.push("x-request-id", request_id);
+            v.verify(
+                &RequestView {
+                    headers: &h,
+                    body,
+                    path_token: None,
+                    url,
+                },
+                1_700_000_000,
+            )
+        };
+        assert!(run(Some(url), "req-1", b"{}").is_ok());
+        // The body is not signed: another body verifies (documented).
+        assert!(run(Some(url), "req-1", b"{\"other\":1}").is_ok());
+        // Another id in the query, another request id, no URL known.
+        let other = "https://hooks.example.com/v1/webhooks/mp?data.id=XYZ&type=payment";
+        assert!(run(Some(other), "req-1", b"{}").is_err());
+        assert!(run(Some(url), "req-2", b"{}").is_err());
+        assert!(run(None, "req-1", b"{}").is_err());
+        // Without body_unsigned such a template is refused.
+        let strict = TimestampedConfig {
+            body_unsigned: false,
+            ..config
+        };
+        assert!(matches!(Compiled::new(&strict), Err(KeyError::Config(_))));
     }
 
     #[test]
@@ -609,7 +695,7 @@ pub(super) mod tests {
             encoding: SignatureEncoding::Base64,
             ..paddle()
         };
-        let signed = sign(&config, "s3cret", b"{}", 1_700_000_000, None).unwrap();
+        let signed = sign(&config, "s3cret", b"{}", 1_700_000_000, "", None).unwrap();
         let v = verifier(config, &["s3cret"]);
         assert!(check(&v, Some(&signed.headers[0].1), b"{}", 1_700_000_000).is_ok());
         assert!(check(&v, Some(&signed.headers[0].1), b"{ }", 1_700_000_000).is_err());

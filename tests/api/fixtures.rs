@@ -1,7 +1,8 @@
 //! Data-driven: every file in `providers/*/fixtures/` is signed the way its
 //! provider signs, sent through the real HTTP interface (with the headers of
 //! an optional `<name>.headers.json`, for senders that put the event type
-//! or id in headers), processed, and the catalog events it produced — one
+//! or id in headers, and of an optional `<name>.query`, the query string
+//! the sender adds to the URL), processed, and the catalog events it produced — one
 //! delivery per item for a batch — are compared with `<name>.expected.json`.
 
 use std::collections::BTreeMap;
@@ -9,6 +10,22 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+
+/// PayPal signs with the receiver's webhook id, which a source sets.
+const PAYPAL_WEBHOOK_ID: &str = "5GP028458E2496506";
+
+/// The scheme a provider's source verifies with: the provider's, plus
+/// the per-account setting a source must add (PayPal's webhook id).
+fn source_scheme(provider: &str) -> hookgate::verify::SchemeConfig {
+    match provider {
+        "paypal" => serde_json::from_value(paypal_auth()).unwrap(),
+        _ => scheme(provider),
+    }
+}
+
+fn paypal_auth() -> Value {
+    json!({ "scheme": "paypal", "webhook_id": PAYPAL_WEBHOOK_ID })
+}
 
 /// A secret in the format each scheme expects.
 fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static str {
@@ -23,6 +40,13 @@ fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static str {
         "ed25519" => "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
         // Adyen's HMAC keys are hex (this is the Adyen SDK tests' key).
         "adyen-items" => "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056",
+        // The self-made certificate and its key (tests/vectors/README.md):
+        // the gateway verifies with the certificate, the test signs with
+        // the key.
+        "paypal" => concat!(
+            include_str!("../vectors/paypal_test_cert.pem"),
+            include_str!("../vectors/paypal_test_key.pem")
+        ),
         _ => "fixture-secret",
     }
 }
@@ -61,11 +85,18 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
         assert!(!files.is_empty(), "{name} has no fixtures");
         fixtures.extend(files.into_iter().map(|f| (name.clone(), f)));
     }
-    let app = spawn_app_with(Spawn {
-        backend,
-        sources: specs,
-        ..Spawn::default()
-    })
+    let app = spawn_app_configured(
+        Spawn {
+            backend,
+            sources: specs,
+            ..Spawn::default()
+        },
+        |s| {
+            for source in s.sources.iter_mut().filter(|s| s.provider == "paypal") {
+                source.auth = Some(paypal_auth());
+            }
+        },
+    )
     .await;
 
     let mut seen_events = 0;
@@ -80,7 +111,7 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
                 .unwrap_or_else(|_| panic!("{label}: no {}", expected_file.display())),
         )
         .unwrap();
-        let scheme = scheme(provider);
+        let scheme = source_scheme(provider);
         let form = file.extension().is_some_and(|e| e == "form");
         let mut req = if scheme.name() == "braintree" {
             // Signed by Braintree's SDK: the signature is in the body.
@@ -90,14 +121,17 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
                 body: body.clone(),
             }
         } else {
-            signed_for_url(
+            // The query string a sender puts on the URL (Mercado Pago's
+            // `data.id`, which it signs).
+            let query = std::fs::read_to_string(file.with_file_name(format!("{stem}.query"))).ok();
+            signed_with(
                 provider,
-                provider,
+                &scheme,
                 secret_for(&scheme),
                 &body,
-                NOW,
-                &format!("msg_{}", stem.replace('.', "_")),
+                (NOW, &format!("msg_{}", stem.replace('.', "_"))),
                 Some(&app.address),
+                query.as_deref().map(str::trim),
             )
         };
         req = req.header(

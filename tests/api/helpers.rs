@@ -347,9 +347,32 @@ pub fn signed_for_url(
     id: &str,
     base: Option<&str>,
 ) -> Outgoing {
-    let url = base.map(|b| format!("{b}/v1/webhooks/{source}"));
-    let (body, signed) = verify::sign_full(
+    signed_with(
+        source,
         &scheme(provider),
+        secret,
+        body,
+        (timestamp, id),
+        base,
+        None,
+    )
+}
+
+/// [`signed_for_url`] with the scheme given (a source's `auth` override)
+/// and an optional query string the sender puts on the URL.
+pub fn signed_with(
+    source: &str,
+    scheme: &SchemeConfig,
+    secret: &str,
+    body: &[u8],
+    (timestamp, id): (i64, &str),
+    base: Option<&str>,
+    query: Option<&str>,
+) -> Outgoing {
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    let url = base.map(|b| format!("{b}/v1/webhooks/{source}{query}"));
+    let (body, signed) = verify::sign_full(
+        scheme,
         secret,
         &verify::SignInput {
             body,
@@ -360,8 +383,8 @@ pub fn signed_for_url(
     )
     .unwrap();
     let path = match &signed.path_token {
-        Some(token) => format!("/v1/webhooks/{source}/{token}"),
-        None => format!("/v1/webhooks/{source}"),
+        Some(token) => format!("/v1/webhooks/{source}/{token}{query}"),
+        None => format!("/v1/webhooks/{source}{query}"),
     };
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     headers.extend(signed.headers);
