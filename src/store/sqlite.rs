@@ -19,6 +19,10 @@ use super::{
 };
 use crate::catalog::TypePattern;
 
+/// Rows per multi-row statement: 14 parameters a delivery row keeps a
+/// statement far below SQLite's 32 766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// SQLite has one writer. Writers queue here, in process, instead of
@@ -66,90 +70,146 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>> {
+        // A few multi-row statements per batch, not two per request: each
+        // statement is a round trip to sqlx's SQLite thread, and those
+        // round trips, not the flush, bounded the ingest rate.
         let _writer = self.write.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
-        let mut results = Vec::with_capacity(batch.len());
-        for req in batch {
-            sqlx::query(
-                "INSERT INTO requests (id, source, received_at, remote_addr, headers, body) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&req.id)
-            .bind(&req.source)
-            .bind(req.received_at_ms)
-            .bind(&req.remote_addr)
-            .bind(&req.headers_json)
-            .bind(&req.body)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            let mut outcome = Vec::with_capacity(req.deliveries.len());
-            for d in &req.deliveries {
-                let inserted: Option<(String,)> = sqlx::query_as(
-                    "INSERT INTO deliveries (id, request_id, item_index, source, provider, \
-                     provider_event_id, provider_event_type, occurred_at, received_at, status, \
-                     attempts, next_attempt_at, violations, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) \
-                     ON CONFLICT (source, provider_event_id) DO NOTHING RETURNING id",
-                )
-                .bind(&d.id)
-                .bind(&req.id)
-                .bind(d.item_index)
-                .bind(&req.source)
-                .bind(&req.provider)
-                .bind(&d.provider_event_id)
-                .bind(&d.provider_event_type)
-                .bind(d.occurred_at_ms)
-                .bind(req.received_at_ms)
-                .bind(d.status.as_str())
-                .bind(req.received_at_ms)
-                .bind(&d.violations)
-                .bind(req.received_at_ms)
-                .fetch_optional(&mut *tx)
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO requests (id, source, received_at, remote_addr, headers, body) ",
+            );
+            q.push_values(chunk, |mut row, req| {
+                row.push_bind(&req.id)
+                    .push_bind(&req.source)
+                    .push_bind(req.received_at_ms)
+                    .push_bind(&req.remote_addr)
+                    .push_bind(&req.headers_json)
+                    .push_bind(&req.body);
+            });
+            q.build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+
+        // Every delivery in batch order: within one statement SQLite inserts
+        // the rows in order, so of two with the same key in this batch the
+        // first is stored and the second is its duplicate, as if sent one
+        // after the other.
+        let rows: Vec<(&NewRequest, &super::NewDelivery)> = batch
+            .iter()
+            .flat_map(|req| req.deliveries.iter().map(move |d| (req, d)))
+            .collect();
+        let mut inserted: std::collections::HashSet<String> =
+            std::collections::HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO deliveries (id, request_id, item_index, source, provider, \
+                 provider_event_id, provider_event_type, occurred_at, received_at, status, \
+                 attempts, next_attempt_at, violations, updated_at) ",
+            );
+            q.push_values(chunk, |mut row, (req, d)| {
+                row.push_bind(&d.id)
+                    .push_bind(&req.id)
+                    .push_bind(d.item_index)
+                    .push_bind(&req.source)
+                    .push_bind(&req.provider)
+                    .push_bind(&d.provider_event_id)
+                    .push_bind(&d.provider_event_type)
+                    .push_bind(d.occurred_at_ms)
+                    .push_bind(req.received_at_ms)
+                    .push_bind(d.status.as_str())
+                    .push("0")
+                    .push_bind(req.received_at_ms)
+                    .push_bind(&d.violations)
+                    .push_bind(req.received_at_ms);
+            });
+            q.push(" ON CONFLICT (source, provider_event_id) DO NOTHING RETURNING id");
+            let ids: Vec<(String,)> = q
+                .build_query_as()
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-                let found = match inserted {
-                    Some((id,)) => Inserted {
-                        id,
+            inserted.extend(ids.into_iter().map(|(id,)| id));
+        }
+
+        // The originals of the duplicates: committed earlier, or earlier in
+        // this batch.
+        let duplicates: Vec<&(&NewRequest, &super::NewDelivery)> = rows
+            .iter()
+            .filter(|(_, d)| !inserted.contains(&d.id))
+            .collect();
+        let mut existing: std::collections::HashMap<(String, String), (String, String)> =
+            std::collections::HashMap::with_capacity(duplicates.len());
+        for chunk in duplicates.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT source, provider_event_id, id, status FROM deliveries \
+                 WHERE (source, provider_event_id) IN (",
+            );
+            let mut keys = q.separated(", ");
+            for (req, d) in chunk {
+                keys.push("(")
+                    .push_bind_unseparated(&req.source)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(&d.provider_event_id)
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            let found: Vec<(String, String, String, String)> = q
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            existing.extend(
+                found
+                    .into_iter()
+                    .map(|(source, event, id, status)| ((source, event), (id, status))),
+            );
+        }
+
+        let mut results = Vec::with_capacity(batch.len());
+        let mut unused: Vec<&str> = Vec::new();
+        for req in batch {
+            let mut outcome = Vec::with_capacity(req.deliveries.len());
+            for d in &req.deliveries {
+                if inserted.contains(&d.id) {
+                    outcome.push(Inserted {
+                        id: d.id.clone(),
                         provider_event_id: d.provider_event_id.clone(),
                         duplicate: false,
                         status: d.status,
-                    },
-                    None => {
-                        let (id, status): (String, String) = sqlx::query_as(
-                            "SELECT id, status FROM deliveries \
-                             WHERE source = ? AND provider_event_id = ?",
-                        )
-                        .bind(&req.source)
-                        .bind(&d.provider_event_id)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                        Inserted {
-                            id,
-                            provider_event_id: d.provider_event_id.clone(),
-                            duplicate: true,
-                            status: DeliveryStatus::parse(&status).ok_or_else(|| {
-                                StoreError::Corrupt(format!("unknown status {status:?}"))
-                            })?,
-                        }
-                    }
-                };
-                outcome.push(found);
+                    });
+                    continue;
+                }
+                let (id, status) = existing
+                    .get(&(req.source.clone(), d.provider_event_id.clone()))
+                    .ok_or_else(|| {
+                        StoreError::Unavailable("a conflicting delivery vanished".into())
+                    })?;
+                outcome.push(Inserted {
+                    id: id.clone(),
+                    provider_event_id: d.provider_event_id.clone(),
+                    duplicate: true,
+                    status: DeliveryStatus::parse(status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("unknown status {status:?}")))?,
+                });
             }
             if outcome.iter().all(|o| o.duplicate) {
                 // Nothing new: don't keep a second copy of the bytes.
-                sqlx::query("DELETE FROM requests WHERE id = ?")
-                    .bind(&req.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+                unused.push(&req.id);
             }
             results.push(outcome);
+        }
+        for chunk in unused.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE id IN (");
+            let mut ids = q.separated(", ");
+            for id in chunk {
+                ids.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(results)
