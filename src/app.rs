@@ -159,7 +159,7 @@ impl Application {
                     Arc::new(sink),
                     instance.clone(),
                     options.clock.clone(),
-                    events_wake,
+                    events_wake.clone(),
                     nats.batch,
                     std::time::Duration::from_millis(nats.max_backoff_ms),
                 ));
@@ -184,6 +184,8 @@ impl Application {
                 field: "server.trusted_proxies".into(),
                 message: e.to_string(),
             })?,
+            events_wake,
+            stream_keepalive: std::time::Duration::from_secs(settings.api.stream_keepalive_secs),
         });
         let listener =
             TcpListener::bind(&settings.server.listen).map_err(|source| StartupError::Listen {

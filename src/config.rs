@@ -169,11 +169,24 @@ impl Default for StorageSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
     /// Bearer tokens accepted by `/v1/events` and `/v1/catalog` (references).
     pub tokens: Vec<String>,
+    /// `GET /v1/events/stream` sends a comment line this often when no
+    /// event comes, so proxies keep the connection and clients notice a
+    /// dead one.
+    pub stream_keepalive_secs: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            stream_keepalive_secs: 15,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -393,6 +406,12 @@ impl Settings {
             }
         }
         parse_networks(&self.server.trusted_proxies, "server.trusted_proxies")?;
+        if self.api.stream_keepalive_secs == 0 {
+            return Err(ConfigError::Invalid {
+                field: "api.stream_keepalive_secs".into(),
+                message: "must be at least 1".into(),
+            });
+        }
         let urls = std::iter::once(("server.public_url".to_string(), &self.server.public_url))
             .chain(
                 self.sources

@@ -38,6 +38,16 @@ pub(super) fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiEr
 
 pub(super) const MAX_LIMIT: u32 = 1000;
 
+/// A consumer cursor (`after=`, `Last-Event-ID`): an event's `seq`, `>= 0`.
+pub(super) fn parse_cursor(what: &str, value: &str) -> Result<i64, ApiError> {
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| ApiError::BadRequest(format!("invalid {what} {value:?}")))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     after: Option<String>,
@@ -61,11 +71,7 @@ pub async fn list_events(
     authorize(&req, &state)?;
     let after = match query.after.as_deref() {
         None | Some("") => 0,
-        Some(c) => c
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::BadRequest(format!("invalid cursor {c:?}")))?,
+        Some(c) => parse_cursor("cursor", c)?,
     };
     let types = match query.event_type.as_deref() {
         Some(t) => TypePattern::parse_list(t).map_err(ApiError::BadRequest)?,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod error;
 pub mod ingress;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -26,6 +27,10 @@ pub struct AppState {
     pub api_tokens: Vec<SecretString>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Signalled (to every waiter) when catalog events commit, here or, on
+    /// PostgreSQL, on another instance: wakes `/v1/events/stream`.
+    pub events_wake: Arc<tokio::sync::Notify>,
+    pub stream_keepalive: std::time::Duration,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -53,6 +58,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/v1/events", web::get().to(api::list_events))
+    // Before `{id}`, which would take "stream" for an event id.
+    .route("/v1/events/stream", web::get().to(stream::stream_events))
     .route("/v1/events/{id}", web::get().to(api::get_event))
     .route("/v1/catalog", web::get().to(api::catalog))
     // The fixed paths before `{id}`: a resource answers 405 for a method it
