@@ -131,6 +131,7 @@ impl Application {
             options.clock.clone(),
             wake.clone(),
         );
+        let catalog_sources = Arc::new(registry.catalog_sources());
         let processor = Arc::new(Processor::new(
             store.clone(),
             registry,
@@ -175,6 +176,7 @@ impl Application {
             ingestor,
             store: store.clone(),
             catalog,
+            catalog_sources,
             api_tokens,
             trusted_proxies: crate::config::parse_networks(
                 &settings.server.trusted_proxies,

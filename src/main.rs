@@ -51,6 +51,9 @@ enum Command {
     /// Print the headers a provider would send for a body (FILE or stdin),
     /// as JSON, or with --curl a ready curl command.
     Sign(SignArgs),
+    /// Generate the catalog's documentation (`docs/catalog.md`) or its
+    /// schema-evolution lock (`catalog/catalog.lock`).
+    Catalog(CatalogArgs),
     /// Load-test the gateway against a bare HTTP server in the same run
     /// (see the README's Performance section).
     Bench(hookgate::bench::BenchArgs),
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Deliveries(args) => hookgate::admin_cli::deliveries_main(args),
         Command::Rejections(args) => hookgate::admin_cli::rejections_main(args),
         Command::Sign(args) => sign(args),
+        Command::Catalog(args) => catalog(args),
         Command::Bench(args) => hookgate::bench::main(args),
         Command::BenchServer(args) => hookgate::bench::serve_main(args),
     };
@@ -162,6 +166,55 @@ fn replay(config: &Path, delivery: &str) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+#[derive(clap::Args)]
+struct CatalogArgs {
+    #[command(subcommand)]
+    what: CatalogOutput,
+    #[arg(long, default_value = "catalog", global = true)]
+    catalog: PathBuf,
+    #[arg(long, default_value = "providers", global = true)]
+    providers: PathBuf,
+}
+
+#[derive(clap::Subcommand)]
+enum CatalogOutput {
+    /// Print `docs/catalog.md`: every type, its fields, example, the
+    /// provider events mapped to it, its version history.
+    Docs,
+    /// Rewrite `<catalog>/catalog.lock` from the catalog, refusing a change
+    /// that removes, retypes or un-requires a field without a new version.
+    Lock,
+}
+
+fn catalog(args: CatalogArgs) -> anyhow::Result<()> {
+    use hookgate::catalog::{docs, evolution, Catalog};
+    let catalog = Catalog::load(&args.catalog)?;
+    match args.what {
+        CatalogOutput::Docs => {
+            let registry = providers::Registry::load(&args.providers, &catalog)?;
+            print!("{}", docs::markdown(&catalog, &registry.catalog_sources()));
+        }
+        CatalogOutput::Lock => {
+            let path = args.catalog.join("catalog.lock");
+            let current = evolution::snapshot(&catalog);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let locked: evolution::Lock = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let breaking = evolution::breaking_changes(&locked, &current);
+                if !breaking.is_empty() {
+                    anyhow::bail!(
+                        "breaking changes need a new x-version (and an x-history note):\n  {}",
+                        breaking.join("\n  ")
+                    );
+                }
+            }
+            std::fs::write(&path, evolution::render(&current))?;
+            println!("ok: {} written ({} types)", path.display(), current.len());
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]

@@ -5,6 +5,9 @@
 //! start; every catalog event is validated against its schema before it is
 //! stored. Pure: no I/O after loading, no clock.
 
+pub mod docs;
+pub mod evolution;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +37,17 @@ pub struct CatalogType {
     pub description: String,
     pub schema: Value,
     pub example: Value,
+    /// What each version changed, oldest first; the last is `version`.
+    pub history: Vec<VersionNote>,
     validator: jsonschema::Validator,
+}
+
+/// One entry of a type's `x-history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionNote {
+    pub version: u32,
+    pub change: String,
 }
 
 impl std::fmt::Debug for CatalogType {
@@ -164,6 +177,7 @@ fn compile_type(name: String, schema: Value) -> Result<CatalogType, String> {
         .and_then(|e| e.get(0))
         .cloned()
         .ok_or("field `examples` must hold at least one example")?;
+    let history = history(&schema, version)?;
     let validator =
         jsonschema::validator_for(&schema).map_err(|e| format!("invalid JSON Schema: {e}"))?;
     let ty = CatalogType {
@@ -172,6 +186,7 @@ fn compile_type(name: String, schema: Value) -> Result<CatalogType, String> {
         description,
         schema,
         example,
+        history,
         validator,
     };
     if let Err(errors) = ty.validate(&ty.example) {
@@ -181,6 +196,32 @@ fn compile_type(name: String, schema: Value) -> Result<CatalogType, String> {
         ));
     }
     Ok(ty)
+}
+
+/// `x-history`: one note per version, 1 to `version` in order. A type still
+/// at version 1 may leave it out.
+fn history(schema: &Value, version: u32) -> Result<Vec<VersionNote>, String> {
+    let Some(raw) = schema.get("x-history") else {
+        return if version == 1 {
+            Ok(vec![VersionNote {
+                version: 1,
+                change: "First version.".into(),
+            }])
+        } else {
+            Err(format!(
+                "field `x-history` must say what changed in each version up to {version}"
+            ))
+        };
+    };
+    let notes: Vec<VersionNote> = serde_json::from_value(raw.clone())
+        .map_err(|e| format!("field `x-history`: {e} (a list of {{version, change}})"))?;
+    let numbers: Vec<u32> = notes.iter().map(|n| n.version).collect();
+    if numbers != (1..=version).collect::<Vec<u32>>() {
+        return Err(format!(
+            "field `x-history` must hold versions 1 to {version} in order, has {numbers:?}"
+        ));
+    }
+    Ok(notes)
 }
 
 /// `family.verb` with optional further dotted parts, lowercase and `_`.
@@ -247,6 +288,39 @@ mod tests {
         assert!(!p[1].matches("payment.failed2"));
         assert!(TypePattern::parse_list("invoice.%").is_err());
         assert!(TypePattern::parse_list("'; drop").is_err());
+    }
+
+    fn schema_at(version: u32, history: Option<serde_json::Value>) -> serde_json::Value {
+        let mut schema = json!({
+            "title": "invoice.paid", "description": "d", "x-version": version,
+            "type": "object", "required": ["invoice_id"],
+            "properties": {"invoice_id": {"type": "string"}},
+            "examples": [{"invoice_id": "in_1"}]
+        });
+        if let Some(h) = history {
+            schema["x-history"] = h;
+        }
+        schema
+    }
+
+    #[test]
+    fn compile_type_reads_or_defaults_the_version_history() {
+        let t = compile_type("invoice.paid".into(), schema_at(1, None)).unwrap();
+        assert_eq!(t.history.len(), 1);
+        let h = json!([{"version": 1, "change": "First."}, {"version": 2, "change": "amount in minor units."}]);
+        let t = compile_type("invoice.paid".into(), schema_at(2, Some(h))).unwrap();
+        assert_eq!(t.history[1].change, "amount in minor units.");
+    }
+
+    #[test]
+    fn compile_type_requires_a_history_note_per_version() {
+        let err = compile_type("invoice.paid".into(), schema_at(2, None)).unwrap_err();
+        assert!(err.contains("x-history"), "{err}");
+        let gap = json!([{"version": 1, "change": "a"}, {"version": 3, "change": "b"}]);
+        let err = compile_type("invoice.paid".into(), schema_at(3, Some(gap))).unwrap_err();
+        assert!(err.contains("versions 1 to 3"), "{err}");
+        let short = json!([{"version": 1, "change": "a"}]);
+        assert!(compile_type("invoice.paid".into(), schema_at(2, Some(short))).is_err());
     }
 
     #[test]

@@ -99,7 +99,8 @@ pub async fn get_event(
     }
 }
 
-/// `GET /v1/catalog`: every type with its version, schema and example.
+/// `GET /v1/catalog`: every type with its version, fields, schema, example,
+/// the provider events that map to it and its version history.
 pub async fn catalog(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -108,15 +109,7 @@ pub async fn catalog(
     let types: Vec<Value> = state
         .catalog
         .types()
-        .map(|t| {
-            json!({
-                "type": t.name,
-                "version": t.version,
-                "description": t.description,
-                "schema": t.schema,
-                "example": t.example,
-            })
-        })
+        .map(|t| crate::catalog::docs::type_json(t, &state.catalog_sources))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "types": types })))
 }

@@ -24,6 +24,8 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub store: DynStore,
     pub catalog: Arc<Catalog>,
+    /// Which provider events produce each catalog type (`GET /v1/catalog`).
+    pub catalog_sources: Arc<crate::catalog::docs::Sources>,
     pub api_tokens: Vec<SecretString>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,

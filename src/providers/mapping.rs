@@ -161,6 +161,19 @@ pub struct Mapping {
     entries: Vec<Entry>,
 }
 
+/// What one mapping entry turns into what, for documentation
+/// (`docs/catalog.md`, `GET /v1/catalog`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The provider event type as written in `on`: exact, `prefix*` or `*`.
+    pub on: String,
+    /// The catalog type, or `None` for `emit = "$type"` (the provider's type
+    /// is itself a catalog type).
+    pub emit: Option<String>,
+    /// The entry has `when` conditions: not every event of that type maps.
+    pub conditional: bool,
+}
+
 /// One catalog event the mapping produced, before ids and times are added.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Emitted {
@@ -268,6 +281,25 @@ impl Mapping {
             });
         }
         Ok(Mapping { entries })
+    }
+
+    /// Each entry's provider type → catalog type, in file order.
+    pub fn routes(&self) -> Vec<Route> {
+        self.entries
+            .iter()
+            .map(|e| Route {
+                on: match &e.on {
+                    On::Any => "*".into(),
+                    On::Exact(t) => t.clone(),
+                    On::Prefix(p) => format!("{p}*"),
+                },
+                emit: match &e.emit {
+                    Emit::Type(t) => Some(t.clone()),
+                    Emit::ProviderType => None,
+                },
+                conditional: !e.when.is_empty(),
+            })
+            .collect()
     }
 
     /// Every matching entry emits one event, validated against its catalog

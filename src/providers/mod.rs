@@ -630,6 +630,35 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.providers.is_empty()
     }
+
+    /// Which provider events map to which catalog type, for the catalog's
+    /// documentation (`catalog::docs`).
+    pub fn catalog_sources(&self) -> crate::catalog::docs::Sources {
+        let mut sources = crate::catalog::docs::Sources::default();
+        for p in self.providers.values() {
+            for route in p.mapping.routes() {
+                match route.emit {
+                    Some(ty) => sources.by_type.entry(ty).or_default().push(
+                        crate::catalog::docs::MappedFrom {
+                            provider: p.name.clone(),
+                            provider_event_type: route.on,
+                            conditional: route.conditional,
+                        },
+                    ),
+                    None => {
+                        if !sources.passthrough.contains(&p.name) {
+                            sources.passthrough.push(p.name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        for from in sources.by_type.values_mut() {
+            from.sort();
+            from.dedup();
+        }
+        sources
+    }
 }
 
 /// Only the scheme of one provider: what `hookgate sign` needs.

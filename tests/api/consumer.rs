@@ -117,6 +117,28 @@ async fn consumer_catalog_lists_types_with_schema_and_example(backend: Backend) 
     assert_eq!(paid["version"], 1);
     assert!(paid["schema"]["properties"]["invoice_id"].is_object());
     assert!(paid["example"]["invoice_id"].is_string());
+    let field = paid["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "invoice_id")
+        .expect("invoice_id is listed");
+    assert_eq!(field["type"], "string");
+    assert_eq!(field["required"], true);
+    assert!(
+        paid["mapped_from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["provider"] == "stripe" && m["provider_event_type"] == "invoice.paid"),
+        "{}",
+        paid["mapped_from"]
+    );
+    assert_eq!(paid["history"][0]["version"], 1);
+    assert!(paid["passthrough_providers"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("standard-webhooks")));
     for required in [
         "customer.created",
         "customer.updated",

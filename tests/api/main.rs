@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod bus;
+mod catalog;
 mod cli;
 mod consumer;
 mod crash;
