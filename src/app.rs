@@ -173,6 +173,7 @@ impl Application {
         };
 
         let state = web::Data::new(AppState {
+            body_timeout: std::time::Duration::from_millis(settings.server.body_timeout_ms),
             ingestor,
             store: store.clone(),
             catalog,
@@ -203,6 +204,9 @@ impl Application {
                 .default_service(web::to(http::not_found))
         })
         .shutdown_timeout(30)
+        .client_request_timeout(std::time::Duration::from_millis(
+            settings.server.header_timeout_ms,
+        ))
         .listen(listener)
         .map_err(|source| StartupError::Listen {
             addr: settings.server.listen.clone(),

@@ -136,6 +136,15 @@ pub struct ServerSettings {
     /// Twilio). Unset: the URL is rebuilt from the request's Host header
     /// (and `X-Forwarded-Proto` / `X-Forwarded-Host` from trusted proxies).
     pub public_url: Option<String>,
+    /// A client must send its request line and headers within this long
+    /// after connecting (or after the previous request on a keep-alive
+    /// connection), else the connection is cut with 408: slow-header
+    /// clients hold no worker for long.
+    pub header_timeout_ms: u64,
+    /// A webhook body must arrive in full within this long after the
+    /// headers, else 408 `request_timeout` (one byte a second never
+    /// finishes a body).
+    pub body_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -146,8 +155,22 @@ impl Default for ServerSettings {
             http_workers: 0,
             trusted_proxies: Vec::new(),
             public_url: None,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
         }
     }
+}
+
+/// `sources[].rate_limit`: at most `per_second` requests a second on
+/// average, with bursts of up to `burst` at once (GCRA). Above it: 429
+/// `rate_limited` with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate; fractions allowed (`0.5` = one every two seconds).
+    pub per_second: f64,
+    /// Requests allowed at once after a quiet period; at least 1.
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,6 +327,10 @@ pub struct SourceSettings {
     /// the URL and it differs from `server.public_url` + the path.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Protects the database (and every other source) from a flood on
+    /// this one: checked before the body is read.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Parse CIDRs (`10.0.0.0/8`) and single addresses (`192.0.2.7`).
@@ -431,6 +458,25 @@ impl Settings {
         }
         for (i, source) in self.sources.iter().enumerate() {
             parse_networks(&source.allow_ips, &format!("sources[{i}].allow_ips"))?;
+            if let Some(limit) = &source.rate_limit {
+                if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
+                    return Err(ConfigError::Invalid {
+                        field: format!("sources[{i}].rate_limit"),
+                        message: "per_second must be a positive number and burst at least 1".into(),
+                    });
+                }
+            }
+        }
+        for (field, ms) in [
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(ConfigError::Invalid {
+                    field: field.into(),
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         let r = &self.retention;
         if r.dedupe_days != 0 && r.dedupe_days < MIN_DEDUPE_DAYS {

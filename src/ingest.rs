@@ -84,6 +84,33 @@ pub struct Source {
     pub max_body_bytes: usize,
     /// Empty = any sender address.
     pub allow_ips: Vec<ipnet::IpNet>,
+    pub rate_limit: Option<RateLimiter>,
+}
+
+/// A source's request budget (`sources[].rate_limit`), shared by every
+/// HTTP worker of this process.
+pub struct RateLimiter(governor::DefaultDirectRateLimiter);
+
+impl RateLimiter {
+    pub fn new(limit: &crate::config::RateLimit) -> RateLimiter {
+        let period = std::time::Duration::from_secs_f64(1.0 / limit.per_second)
+            .max(std::time::Duration::from_nanos(1));
+        let burst = std::num::NonZeroU32::new(limit.burst).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(burst);
+        RateLimiter(governor::RateLimiter::direct(quota))
+    }
+
+    /// Take one request from the budget, or say how many whole seconds
+    /// until one is free (at least 1, for `Retry-After`).
+    pub fn check(&self) -> Result<(), u64> {
+        use governor::clock::{Clock, DefaultClock};
+        self.0.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            (wait.as_secs_f64().ceil() as u64).max(1)
+        })
+    }
 }
 
 impl std::fmt::Debug for Source {
@@ -192,6 +219,7 @@ pub fn build_sources(
                     field: format!("sources[{i}].allow_ips"),
                     message: e.to_string(),
                 })?,
+                rate_limit: s.rate_limit.as_ref().map(RateLimiter::new),
             }),
         );
     }
@@ -204,6 +232,10 @@ pub enum IngestError {
     UnknownSource,
     #[error("this source does not accept requests from this address")]
     ForbiddenAddress,
+    #[error("too many requests for this source, retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the body did not arrive within {timeout_ms} ms")]
+    BodyTimeout { timeout_ms: u64 },
     #[error("the body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("this source accepts {expected}")]
@@ -224,6 +256,8 @@ impl IngestError {
         match self {
             IngestError::UnknownSource => "unknown_source",
             IngestError::ForbiddenAddress => "forbidden_address",
+            IngestError::RateLimited { .. } => "rate_limited",
+            IngestError::BodyTimeout { .. } => "request_timeout",
             IngestError::PayloadTooLarge { .. } => "payload_too_large",
             IngestError::UnsupportedMediaType { .. } => "unsupported_media_type",
             IngestError::Verify(v) => v.code(),
@@ -338,6 +372,11 @@ impl Ingestor {
             && !client.is_some_and(|ip| source.allow_ips.iter().any(|n| n.contains(&ip)))
         {
             return Err(IngestError::ForbiddenAddress);
+        }
+        if let Some(limiter) = &source.rate_limit {
+            limiter
+                .check()
+                .map_err(|retry_after_secs| IngestError::RateLimited { retry_after_secs })?;
         }
         if content_length.is_some_and(|n| n > source.max_body_bytes as u64) {
             return Err(IngestError::PayloadTooLarge {
@@ -476,7 +515,13 @@ impl Ingestor {
         remote_addr: Option<String>,
         body: Option<Vec<u8>>,
     ) {
-        if matches!(error, IngestError::Unavailable(_)) {
+        // Not written: a storage outage can't store it, and a flood over a
+        // rate limit would turn into the very database load the limit is
+        // there to prevent. Both are counted in the rejection metrics.
+        if matches!(
+            error,
+            IngestError::Unavailable(_) | IngestError::RateLimited { .. }
+        ) {
             return;
         }
         let now_ms = unix_ms(self.clock.now());

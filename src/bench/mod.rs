@@ -217,6 +217,7 @@ impl Harness {
                 allow_ips: Vec::new(),
                 auth: None,
                 public_url: None,
+                rate_limit: None,
             })
             .collect();
         s

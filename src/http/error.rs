@@ -50,6 +50,8 @@ impl ResponseError for ApiError {
             ApiError::Ingest(e) => match e {
                 IngestError::UnknownSource => StatusCode::NOT_FOUND,
                 IngestError::ForbiddenAddress => StatusCode::FORBIDDEN,
+                IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                IngestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
                 IngestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 IngestError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 IngestError::Verify(_) => StatusCode::UNAUTHORIZED,
@@ -75,6 +77,11 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(status);
         match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                if let ApiError::Ingest(IngestError::RateLimited { retry_after_secs }) = self {
+                    response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+                }
+            }
             StatusCode::SERVICE_UNAVAILABLE => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }

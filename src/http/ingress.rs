@@ -131,7 +131,7 @@ async fn run(
     if token.is_some() && !uses_path_token(&source) {
         return Err(IngestError::UnknownSource.into());
     }
-    let body = read_body(payload, source.max_body_bytes).await?;
+    let body = read_body(payload, source.max_body_bytes, state.body_timeout).await?;
     let mut headers = Headers::new();
     for (name, value) in req.headers() {
         if let Ok(v) = value.to_str() {
@@ -263,18 +263,31 @@ pub async fn challenge(
 }
 
 /// The body as sent, cut off as soon as it passes the limit (chunked bodies
-/// have no Content-Length to check up front).
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, IngestError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| IngestError::InvalidBody(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(IngestError::PayloadTooLarge { limit });
+/// have no Content-Length to check up front), and given up on when it has
+/// not arrived in full within `timeout` (a slow sender holds no more than
+/// that).
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, IngestError> {
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| IngestError::InvalidBody(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(IngestError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(IngestError::BodyTimeout {
+            timeout_ms: timeout.as_millis() as u64,
+        }))
 }
 
 fn delivery_json(d: &Inserted) -> serde_json::Value {

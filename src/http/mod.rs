@@ -29,6 +29,8 @@ pub struct AppState {
     pub api_tokens: Vec<SecretString>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a webhook body may take to arrive (`server.body_timeout_ms`).
+    pub body_timeout: std::time::Duration,
     /// Signalled (to every waiter) when catalog events commit, here or, on
     /// PostgreSQL, on another instance: wakes `/v1/events/stream`.
     pub events_wake: Arc<tokio::sync::Notify>,

@@ -74,7 +74,7 @@ impl BodySpec {
     /// The payload of `raw`, sent with `content_type`.
     pub fn decode(&self, raw: &[u8], content_type: Option<&str>) -> Result<Value, String> {
         if !is_form(content_type) {
-            return serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"));
+            return super::json::parse(raw).map_err(|e| format!("not JSON: {e}"));
         }
         let form = form_object(raw);
         let Some((name, encoding, format)) = &self.field else {
@@ -97,7 +97,7 @@ impl BodySpec {
             }
         };
         match format {
-            FieldFormat::Json => serde_json::from_slice(&bytes)
+            FieldFormat::Json => super::json::parse(&bytes)
                 .map_err(|e| format!("form field {name:?} is not JSON: {e}")),
             FieldFormat::Xml => {
                 xml_to_json(&bytes).map_err(|e| format!("form field {name:?} is not XML: {e}"))

@@ -6,6 +6,7 @@
 //! variant the data refers to.
 
 pub mod body;
+pub mod json;
 pub mod mapping;
 pub mod reply;
 

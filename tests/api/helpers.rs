@@ -241,6 +241,7 @@ pub fn settings_for(dir: &Path, db_url: &str, spawn: &Spawn) -> Settings {
             allow_ips: Vec::new(),
             auth: None,
             public_url: None,
+            rate_limit: None,
         })
         .collect();
     settings

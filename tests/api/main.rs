@@ -10,6 +10,7 @@ mod consumer;
 mod crash;
 mod fixtures;
 mod helpers;
+mod hostile;
 mod ingest;
 mod metrics;
 mod postgres;
