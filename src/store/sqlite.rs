@@ -53,6 +53,18 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
+            // A connection whose transaction was dropped instead of
+            // committed (an error path) is closed, not pooled again. SQLite
+            // rolls some failures back by itself (SQLITE_FULL, SQLITE_IOERR),
+            // after which sqlx's own ROLLBACK fails and its transaction depth
+            // stays at 1: pooled, that connection would refuse every later
+            // BEGIN, and a full disk that got space back would stay 503.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::TransactionManager;
+                    Ok(sqlx::sqlite::SqliteTransactionManager::get_transaction_depth(conn) == 0)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(unavailable)?;

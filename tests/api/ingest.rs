@@ -266,6 +266,46 @@ async fn ingest_duplicate_is_acknowledged_once(backend: Backend) {
     }
 }
 
+/// An attacker resends a captured, valid request byte for byte: inside
+/// the window it is the sender's own retry (a duplicate, not processed
+/// again); after the tolerance window, schemes that sign a timestamp
+/// refuse it, and the others still answer it as a duplicate.
+async fn ingest_captured_request_replayed_later_is_refused_or_a_duplicate(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for case in cases() {
+        app.clock.set_unix(NOW);
+        let id = unique(&case, "replay");
+        let captured = case.request(&id);
+        let first = app.send_expect(&captured, 200).await;
+        app.drain().await;
+        let soon = app.send_expect(&captured, 200).await;
+        assert_eq!(soon["duplicate"], true, "{}", case.label());
+        app.clock.set_unix(NOW + 301);
+        let reply = app.send(&captured).await;
+        if case.signs_timestamp {
+            assert_eq!(reply.status, 401, "{}: {}", case.label(), reply.json);
+            assert_eq!(reply.code(), "timestamp_out_of_tolerance");
+        } else {
+            assert_eq!(reply.status, 200, "{}", case.label());
+            assert_eq!(reply.json["duplicate"], true, "{}", case.label());
+            assert_eq!(reply.json["id"], first["id"]);
+        }
+        assert_eq!(
+            app.drain().await,
+            0,
+            "{}: nothing processed again",
+            case.label()
+        );
+        let n = app
+            .all_events()
+            .await
+            .iter()
+            .filter(|e| e["provider_event_id"] == id.as_str())
+            .count();
+        assert_eq!(n, 1, "{}", case.label());
+    }
+}
+
 async fn ingest_concurrent_duplicates_store_one_delivery(backend: Backend) {
     let app = std::sync::Arc::new(spawn_app(backend).await);
     let case = &cases()[0];
@@ -498,6 +538,7 @@ crate::backend_tests!(
     ingest_rotated_secrets_both_verify,
     ingest_duplicate_is_acknowledged_once,
     ingest_concurrent_duplicates_store_one_delivery,
+    ingest_captured_request_replayed_later_is_refused_or_a_duplicate,
     ingest_schema_violation_is_quarantined_by_default,
     ingest_schema_violation_in_reject_mode_is_422_with_paths,
     ingest_unknown_source_is_404,

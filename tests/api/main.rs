@@ -17,4 +17,5 @@ mod postgres;
 mod queue;
 mod retention;
 mod senders;
+mod storage_faults;
 mod stream;
