@@ -177,6 +177,7 @@ async fn storage_read_only_location_is_refused_clearly_not_served() {
                 message.contains("database") || message.contains("storage"),
                 "the start-up error names the storage: {message}"
             );
+            println!("read-only location: start refused: {message}");
         }
         Ok(app) => {
             // If it starts, it must not acknowledge what it cannot write.
@@ -191,6 +192,7 @@ async fn storage_read_only_location_is_refused_clearly_not_served() {
             }
             let r = req.send().await.unwrap();
             assert_eq!(r.status().as_u16(), 503);
+            println!("read-only location: served, ingest answered 503");
         }
     }
     fs.remount("rw");
