@@ -22,7 +22,10 @@ pub(super) fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiEr
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or(ApiError::Unauthorized)?;
     let presented = Sha256::digest(presented.trim().as_bytes());
     let mut ok = subtle::Choice::from(0);

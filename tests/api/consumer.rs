@@ -30,13 +30,26 @@ async fn consumer_api_requires_a_bearer_token(backend: Backend) {
         "/v1/events",
         "/v1/catalog",
         "/v1/events/evt_x",
+        "/v1/events/stream",
         "/v1/admin/deliveries",
+        "/v1/admin/rejections",
     ] {
+        let long = format!("Bearer {}", "t".repeat(8 * 1024));
+        let prefix = format!("Bearer {}", &API_TOKEN[..API_TOKEN.len() - 1]);
+        let extended = format!("Bearer {API_TOKEN}x");
+        let no_space = format!("Bearer{API_TOKEN}");
+        let twice = format!("Bearer {API_TOKEN} {API_TOKEN}");
         for auth in [
             None,
             Some("Bearer wrong"),
             Some("Basic dGVzdA=="),
             Some("Bearer "),
+            Some("Bearer"),
+            Some(long.as_str()),
+            Some(prefix.as_str()),
+            Some(extended.as_str()),
+            Some(no_space.as_str()),
+            Some(twice.as_str()),
         ] {
             let mut req = app.client.get(format!("{}{path}", app.address));
             if let Some(a) = auth {
@@ -48,6 +61,15 @@ async fn consumer_api_requires_a_bearer_token(backend: Backend) {
             assert_eq!(body["error"]["code"], "unauthorized");
         }
     }
+    // The scheme name is case-insensitive; the token is not.
+    let r = app
+        .client
+        .get(format!("{}/v1/events", app.address))
+        .header("authorization", format!("bearer {API_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }
 
 async fn consumer_events_page_in_commit_order_with_type_filter(backend: Backend) {
