@@ -240,6 +240,10 @@ struct SignArgs {
     /// Print a curl command instead of JSON.
     #[arg(long)]
     curl: bool,
+    /// PayPal: the webhook id the source is configured with
+    /// (`auth = { scheme = "paypal", webhook_id = … }`); PayPal signs it.
+    #[arg(long)]
+    webhook_id: Option<String>,
     /// The body's media type (form bodies: application/x-www-form-urlencoded).
     #[arg(long, default_value = "application/json")]
     content_type: String,
@@ -249,7 +253,10 @@ struct SignArgs {
 
 fn sign(args: SignArgs) -> anyhow::Result<()> {
     use std::io::Read;
-    let scheme = providers::load_scheme(&args.providers, &args.provider)?;
+    let mut scheme = providers::load_scheme(&args.providers, &args.provider)?;
+    if let (verify::SchemeConfig::Paypal(paypal), Some(id)) = (&mut scheme, &args.webhook_id) {
+        paypal.webhook_id = Some(id.clone());
+    }
     let body = match &args.file {
         Some(f) => std::fs::read(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
         None => {

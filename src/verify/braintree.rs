@@ -143,8 +143,24 @@ pub fn signature_for(secret: &str, payload: &str) -> Result<String, KeyError> {
     ))
 }
 
+/// The form body Braintree would send for the `bt_payload` of `body` (a
+/// form as Braintree posts it; any `bt_signature` in it is replaced):
+/// `bt_signature=…&bt_payload=…`. `hookgate sign` prints it.
+pub(super) fn sign_body(secret: &str, body: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let (_, payload) = fields(body);
+    let payload = payload.ok_or(KeyError::CannotSign(
+        "give the form body with its bt_payload field (base64 XML), as Braintree posts it",
+    ))?;
+    let signature = signature_for(secret, &payload)?;
+    Ok(form_urlencoded::Serializer::new(String::new())
+        .append_pair("bt_signature", &signature)
+        .append_pair("bt_payload", &payload)
+        .finish()
+        .into_bytes())
+}
+
 /// Braintree's signature is a field of the body it signs, so "signing"
-/// produces a new body: use [`signature_for`] and build the form.
+/// produces a new body: [`sign_body`], through `verify::sign_full`.
 pub(super) fn sign() -> Result<SignedRequest, KeyError> {
     Err(KeyError::CannotSign(
         "Braintree's signature is a field of the form body: build the body with bt_signature",
@@ -204,6 +220,15 @@ mod tests {
             check(&verifier(&[SECRET]), b"bt_payload=abc").unwrap_err(),
             VerifyError::MissingSignature
         );
+    }
+
+    #[test]
+    fn braintree_sign_body_reproduces_the_sdk_signature() {
+        let signed = sign_body(SECRET, SAMPLE).unwrap();
+        assert!(check(&verifier(&[SECRET]), &signed).is_ok());
+        // The SDK's own bt_signature for the same payload, byte for byte.
+        assert_eq!(fields(&signed), fields(SAMPLE));
+        assert!(sign_body(SECRET, b"not a form").is_err());
     }
 
     #[test]

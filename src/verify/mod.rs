@@ -502,6 +502,13 @@ pub fn sign_full(
                 path_token: None,
             },
         )),
+        SchemeConfig::Braintree(_) => Ok((
+            braintree::sign_body(secret, input.body)?,
+            SignedRequest {
+                headers: Vec::new(),
+                path_token: None,
+            },
+        )),
         _ => Ok((input.body.to_vec(), sign_request(scheme, secret, input)?)),
     }
 }

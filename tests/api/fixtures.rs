@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// PayPal signs with the receiver's webhook id, which a source sets.
-const PAYPAL_WEBHOOK_ID: &str = "5GP028458E2496506";
+pub(crate) const PAYPAL_WEBHOOK_ID: &str = "5GP028458E2496506";
 
 /// The scheme a provider's source verifies with: the provider's, plus
 /// the per-account setting a source must add (PayPal's webhook id).
@@ -23,12 +23,12 @@ fn source_scheme(provider: &str) -> hookgate::verify::SchemeConfig {
     }
 }
 
-fn paypal_auth() -> Value {
+pub(crate) fn paypal_auth() -> Value {
     json!({ "scheme": "paypal", "webhook_id": PAYPAL_WEBHOOK_ID })
 }
 
 /// A secret in the format each scheme expects.
-fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static str {
+pub(crate) fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static str {
     match scheme.name() {
         "standard-webhooks" => SW_SECRET,
         "stripe" => "whsec_fixture_secret",
