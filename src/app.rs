@@ -127,7 +127,7 @@ impl Application {
         let ingestor = Ingestor::new(
             sources,
             store.clone(),
-            settings.storage.max_batch,
+            &settings.storage,
             options.clock.clone(),
             wake.clone(),
         );

@@ -181,6 +181,11 @@ pub struct StorageSettings {
     pub url: String,
     /// Most inserts grouped into one transaction (group commit).
     pub max_batch: usize,
+    /// A group commit that has not finished after this long is abandoned
+    /// (its connection dropped) and its requests answered 503: a database
+    /// behind a network partition answers nothing, and the writer must not
+    /// wait for the operating system's TCP timeout while senders pile up.
+    pub commit_timeout_ms: u64,
 }
 
 impl Default for StorageSettings {
@@ -188,6 +193,7 @@ impl Default for StorageSettings {
         Self {
             url: "sqlite://hookgate.db".into(),
             max_batch: 256,
+            commit_timeout_ms: 10_000,
         }
     }
 }
@@ -468,6 +474,7 @@ impl Settings {
             }
         }
         for (field, ms) in [
+            ("storage.commit_timeout_ms", self.storage.commit_timeout_ms),
             ("server.header_timeout_ms", self.server.header_timeout_ms),
             ("server.body_timeout_ms", self.server.body_timeout_ms),
         ] {

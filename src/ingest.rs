@@ -309,13 +309,17 @@ impl Ingestor {
     pub fn new(
         sources: HashMap<String, Arc<Source>>,
         store: DynStore,
-        max_batch: usize,
+        storage: &crate::config::StorageSettings,
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
     ) -> Ingestor {
         Ingestor {
             sources,
-            committer: GroupCommitter::spawn(store.clone(), max_batch),
+            committer: GroupCommitter::spawn(
+                store.clone(),
+                storage.max_batch,
+                std::time::Duration::from_millis(storage.commit_timeout_ms),
+            ),
             rejections: spawn_rejection_log(store),
             clock,
             wake,

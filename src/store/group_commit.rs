@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
 
@@ -31,8 +32,11 @@ pub struct Stats {
 
 impl GroupCommitter {
     /// Spawn the writer task. It ends when every `GroupCommitter` clone is
-    /// dropped, after committing what it already took.
-    pub fn spawn(store: DynStore, max_batch: usize) -> GroupCommitter {
+    /// dropped, after committing what it already took. A commit still
+    /// running after `timeout` is dropped (and with it, its connection):
+    /// its requests get 503, which is honest even if the database did
+    /// commit — a sender's retry is then a duplicate.
+    pub fn spawn(store: DynStore, max_batch: usize, timeout: Duration) -> GroupCommitter {
         let max_batch = max_batch.max(1);
         let (tx, mut rx) = mpsc::channel::<(NewRequest, Reply)>(max_batch * 4);
         let stats = Arc::new(Stats::default());
@@ -52,14 +56,17 @@ impl GroupCommitter {
                 // request would then be refused until a restart. It fails
                 // this batch (503, nothing acknowledged) and the writer
                 // goes on.
-                let result = AssertUnwindSafe(store.insert_requests(&requests))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(StoreError::Unavailable(
-                            "the storage writer panicked".into(),
-                        ))
-                    });
+                let commit = AssertUnwindSafe(store.insert_requests(&requests)).catch_unwind();
+                let result = match tokio::time::timeout(timeout, commit).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(StoreError::Unavailable(
+                        "the storage writer panicked".into(),
+                    )),
+                    Err(_) => Err(StoreError::Unavailable(format!(
+                        "the commit did not finish within {} ms",
+                        timeout.as_millis()
+                    ))),
+                };
                 task_stats.commits.fetch_add(1, Ordering::Relaxed);
                 task_stats
                     .requests
@@ -289,7 +296,7 @@ mod tests {
             sizes: Mutex::new(Vec::new()),
             panic_once: Default::default(),
         });
-        let gc = GroupCommitter::spawn(store.clone(), 64);
+        let gc = GroupCommitter::spawn(store.clone(), 64, Duration::from_secs(30));
         let first = tokio::spawn({
             let gc = gc.clone();
             async move { gc.insert(request(0, "e0")).await }
@@ -343,7 +350,7 @@ mod tests {
             sizes: Mutex::new(Vec::new()),
             panic_once: std::sync::atomic::AtomicBool::new(true),
         });
-        let gc = GroupCommitter::spawn(store.clone(), 8);
+        let gc = GroupCommitter::spawn(store.clone(), 8, Duration::from_secs(30));
         let first = gc.insert(request(0, "e0")).await;
         assert!(
             matches!(first, Err(StoreError::Unavailable(_))),
@@ -352,5 +359,32 @@ mod tests {
         // Nothing was acknowledged, so the sender's retry is a new delivery.
         let retry = gc.insert(request(1, "e0")).await.unwrap();
         assert!(!retry[0].duplicate);
+    }
+
+    /// A commit that hangs (a black-holed database) is abandoned after the
+    /// timeout with 503 for its requests, and the writer takes the next
+    /// batch: it does not wait for the hung one.
+    #[tokio::test]
+    async fn group_commit_abandons_a_hung_commit_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("h.db").display());
+        let store = Arc::new(Gated {
+            inner: SqliteStore::open(&url).await.unwrap(),
+            // No permits: the first commit waits for ever.
+            gate: Semaphore::new(0),
+            entered: AtomicU64::new(0),
+            sizes: Mutex::new(Vec::new()),
+            panic_once: std::sync::atomic::AtomicBool::new(false),
+        });
+        let gc = GroupCommitter::spawn(store.clone(), 8, Duration::from_millis(200));
+        let hung = gc.insert(request(0, "e0")).await;
+        assert!(
+            matches!(&hung, Err(StoreError::Unavailable(m)) if m.contains("did not finish")),
+            "{hung:?}"
+        );
+        store.gate.add_permits(100);
+        let next = gc.insert(request(1, "e0")).await.unwrap();
+        assert!(!next[0].duplicate, "the abandoned commit stored nothing");
+        assert_eq!(store.entered.load(Ordering::SeqCst), 2);
     }
 }

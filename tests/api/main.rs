@@ -8,6 +8,7 @@ mod catalog;
 mod cli;
 mod consumer;
 mod crash;
+mod db_outage;
 mod fixtures;
 mod helpers;
 mod hostile;
