@@ -28,7 +28,7 @@ const DEFAULT_LIMIT: u32 = 50;
 
 /// Statuses a replay may start from: processed ones. Quarantined ones are
 /// released instead (re-validated first).
-const REPLAYABLE: [DeliveryStatus; 3] = [
+pub const REPLAYABLE: [DeliveryStatus; 3] = [
     DeliveryStatus::Done,
     DeliveryStatus::Failed,
     DeliveryStatus::Dead,
@@ -43,24 +43,24 @@ const DISCARDABLE: [DeliveryStatus; 2] = [DeliveryStatus::Quarantined, DeliveryS
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryParams {
-    source: Option<String>,
-    provider: Option<String>,
+    pub source: Option<String>,
+    pub provider: Option<String>,
     /// One status or several, comma-separated.
-    status: Option<String>,
+    pub status: Option<String>,
     /// The provider's event type (`invoice.payment_succeeded`).
-    event_type: Option<String>,
+    pub event_type: Option<String>,
     /// The provider's event id.
-    event_id: Option<String>,
+    pub event_id: Option<String>,
     /// RFC 3339; received at or after.
-    since: Option<String>,
+    pub since: Option<String>,
     /// RFC 3339; received before.
-    until: Option<String>,
+    pub until: Option<String>,
     /// Listing only.
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     /// Listing only: `next_cursor` of the page before.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
     /// Bulk actions only: count, change nothing.
-    dry_run: Option<bool>,
+    pub dry_run: Option<bool>,
 }
 
 impl DeliveryParams {
@@ -193,6 +193,12 @@ fn parsed(json_text: Option<&str>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Received → done, for a done delivery (a replay's counts from the
+/// original arrival).
+pub fn latency_ms(d: &DeliveryRecord) -> Option<i64> {
+    (d.status == DeliveryStatus::Done).then(|| (d.updated_at_ms - d.received_at_ms).max(0))
+}
+
 fn delivery_summary(d: &DeliveryRecord) -> Value {
     json!({
         "id": d.id,
@@ -207,6 +213,7 @@ fn delivery_summary(d: &DeliveryRecord) -> Value {
         "received_at": time(d.received_at_ms),
         "received_at_ms": d.received_at_ms,
         "updated_at": time(d.updated_at_ms),
+        "latency_ms": latency_ms(d),
         "next_attempt_at_ms": d.next_attempt_at_ms,
         "discard_reason": d.discard_reason,
     })
@@ -261,9 +268,22 @@ pub async fn list_deliveries(
             "dry_run is for the bulk actions (POST)".into(),
         ));
     }
-    let filter = query.filter()?;
-    let after = decode_cursor(query.cursor.as_deref())?;
-    let limit = limit(query.limit);
+    let (rows, next_cursor) = delivery_page(&state, &query).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "deliveries": rows.iter().map(delivery_summary).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+/// One page of the delivery listing, newest first, and the cursor of the
+/// next page while there may be one (the API and the dashboard).
+pub async fn delivery_page(
+    state: &AppState,
+    params: &DeliveryParams,
+) -> Result<(Vec<DeliveryRecord>, Option<String>), ApiError> {
+    let filter = params.filter()?;
+    let after = decode_cursor(params.cursor.as_deref())?;
+    let limit = limit(params.limit);
     // One more than asked says whether another page exists.
     let mut rows = state
         .store
@@ -277,10 +297,7 @@ pub async fn list_deliveries(
             id: d.id.clone(),
         })
     });
-    Ok(HttpResponse::Ok().json(json!({
-        "deliveries": rows.iter().map(delivery_summary).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok((rows, next_cursor))
 }
 
 /// `GET /v1/admin/deliveries/{id}`: everything known about one delivery.
@@ -290,14 +307,20 @@ pub async fn get_delivery(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    Ok(HttpResponse::Ok().json(delivery_detail(&state, &id).await?))
+}
+
+/// A delivery's full record as the API answers it (the dashboard renders
+/// the same value): redacted headers, body, verification, attempts, events.
+pub async fn delivery_detail(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let d = state
         .store
-        .get_delivery(&id)
+        .get_delivery(id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such delivery".into()))?;
-    let request = state.store.delivery_request(&id).await?;
-    let attempts = state.store.delivery_attempts(&id).await?;
-    let events = state.store.delivery_events(&id).await?;
+    let request = state.store.delivery_request(id).await?;
+    let attempts = state.store.delivery_attempts(id).await?;
+    let events = state.store.delivery_events(id).await?;
     let source = state.ingestor.source(&d.source);
     let secret_headers = source
         .map(|s| s.scheme.secret_headers())
@@ -328,7 +351,7 @@ pub async fn get_delivery(
         .iter()
         .map(|(id, t)| json!({ "id": id, "type": t }))
         .collect::<Vec<_>>());
-    Ok(HttpResponse::Ok().json(body))
+    Ok(body)
 }
 
 /// `POST /v1/admin/deliveries/{id}/replay`: process a done, failed or dead
@@ -340,9 +363,16 @@ pub async fn replay_delivery(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    replay(&state, &id).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": id.as_str(), "status": "pending" })))
+}
+
+/// Make a done, failed or dead delivery pending again and wake the workers
+/// (the API's replay and the dashboard's Replay button).
+pub async fn replay(state: &AppState, id: &str) -> Result<(), ApiError> {
     let now = state.ingestor.now_ms();
-    let outcome = state.store.requeue(&id, &REPLAYABLE, now).await?;
-    requeued(&state, &id, outcome, "replayed")
+    let outcome = state.store.requeue(id, &REPLAYABLE, now).await?;
+    requeued(state, id, outcome, "replayed")
 }
 
 impl DeliveryParams {
@@ -423,7 +453,8 @@ pub async fn release_delivery(
         .store
         .requeue(&id, &[DeliveryStatus::Quarantined], now)
         .await?;
-    requeued(&state, &id, outcome, "released")
+    requeued(&state, &id, outcome, "released")?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": id.as_str(), "status": "pending" })))
 }
 
 /// What still fails the schema for a quarantined delivery's stored body.
@@ -578,12 +609,7 @@ pub async fn discard_delivery(
     }
 }
 
-fn requeued(
-    state: &AppState,
-    id: &str,
-    outcome: Transition,
-    verb: &str,
-) -> Result<HttpResponse, ApiError> {
+fn requeued(state: &AppState, id: &str, outcome: Transition, verb: &str) -> Result<(), ApiError> {
     match outcome {
         Transition::Applied => {
             state.ingestor.wake_workers();
@@ -592,7 +618,7 @@ fn requeued(
                 action = verb,
                 "delivery requeued by an operator"
             );
-            Ok(HttpResponse::Accepted().json(json!({ "id": id, "status": "pending" })))
+            Ok(())
         }
         Transition::NotFound => Err(ApiError::NotFound("no such delivery".into())),
         Transition::Refused(status) => Err(ApiError::Conflict(format!(
@@ -605,17 +631,17 @@ fn requeued(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RejectionsQuery {
-    source: Option<String>,
+    pub source: Option<String>,
     /// The refusal's error code (`invalid_signature`, `schema_violation`).
     #[serde(alias = "code")]
-    reason: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub reason: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
 /// `GET /v1/admin/rejections`: refused requests, newest first.
@@ -625,6 +651,18 @@ pub async fn list_rejections(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    let (rows, next_cursor) = rejection_page(&state, &query).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "rejections": rows.iter().map(rejection_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+/// One page of the rejection log, newest first, and the next page's cursor.
+pub async fn rejection_page(
+    state: &AppState,
+    query: &RejectionsQuery,
+) -> Result<(Vec<RejectionRecord>, Option<String>), ApiError> {
     let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let filter = RejectionFilter {
         source: text(&query.source),
@@ -646,10 +684,7 @@ pub async fn list_rejections(
             id: r.id.clone(),
         })
     });
-    Ok(HttpResponse::Ok().json(json!({
-        "rejections": rows.iter().map(rejection_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok((rows, next_cursor))
 }
 
 /// `GET /v1/admin/rejections/{id}`: one rejection, with the body when it

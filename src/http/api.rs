@@ -24,16 +24,24 @@ pub(super) fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiEr
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ApiError::Unauthorized)?;
+    match token_index(state, presented) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+/// Which configured token `presented` is (the dashboard's login keys its
+/// session to it). Every token is compared, none short-circuits.
+pub(super) fn token_index(state: &AppState, presented: &str) -> Option<usize> {
     let presented = Sha256::digest(presented.trim().as_bytes());
-    let mut ok = subtle::Choice::from(0);
-    for token in &state.api_tokens {
-        ok |= Sha256::digest(token.expose_secret().as_bytes()).ct_eq(&presented);
+    let mut found = None;
+    for (i, token) in state.api_tokens.iter().enumerate() {
+        let same = Sha256::digest(token.expose_secret().as_bytes()).ct_eq(&presented);
+        if bool::from(same) && found.is_none() {
+            found = Some(i);
+        }
     }
-    if bool::from(ok) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+    found
 }
 
 pub(super) const MAX_LIMIT: u32 = 1000;
