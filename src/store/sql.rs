@@ -435,6 +435,21 @@ where
     qb
 }
 
+/// `source_stats`: deliveries received since `$1`, per source, with how
+/// many of them fail or wait in quarantine now.
+pub const SOURCE_RECEIVED: &str = "SELECT source, CAST(count(*) AS BIGINT), \
+     CAST(coalesce(sum(CASE WHEN status IN ('failed', 'dead') THEN 1 ELSE 0 END), 0) AS BIGINT), \
+     CAST(coalesce(sum(CASE WHEN status = 'quarantined' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+     FROM deliveries WHERE received_at >= $1 GROUP BY source";
+
+/// `source_stats`: rejections since `$1`, per source.
+pub const SOURCE_REJECTED: &str = "SELECT source, CAST(count(*) AS BIGINT) \
+     FROM rejections WHERE received_at >= $1 GROUP BY source";
+
+/// `source_stats`: the oldest delivery still waiting, per source.
+pub const SOURCE_WAITING: &str = "SELECT source, min(received_at) FROM deliveries \
+     WHERE status IN ('pending', 'failed', 'processing') GROUP BY source";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,18 +529,3 @@ mod tests {
         );
     }
 }
-
-/// `source_stats`: deliveries received since `$1`, per source, with how
-/// many of them fail or wait in quarantine now.
-pub const SOURCE_RECEIVED: &str = "SELECT source, CAST(count(*) AS BIGINT), \
-     CAST(coalesce(sum(CASE WHEN status IN ('failed', 'dead') THEN 1 ELSE 0 END), 0) AS BIGINT), \
-     CAST(coalesce(sum(CASE WHEN status = 'quarantined' THEN 1 ELSE 0 END), 0) AS BIGINT) \
-     FROM deliveries WHERE received_at >= $1 GROUP BY source";
-
-/// `source_stats`: rejections since `$1`, per source.
-pub const SOURCE_REJECTED: &str = "SELECT source, CAST(count(*) AS BIGINT) \
-     FROM rejections WHERE received_at >= $1 GROUP BY source";
-
-/// `source_stats`: the oldest delivery still waiting, per source.
-pub const SOURCE_WAITING: &str = "SELECT source, min(received_at) FROM deliveries \
-     WHERE status IN ('pending', 'failed', 'processing') GROUP BY source";
