@@ -16,4 +16,5 @@ mod postgres;
 mod queue;
 mod retention;
 mod senders;
+mod telemetry;
 mod ui;
