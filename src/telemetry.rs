@@ -151,6 +151,7 @@ pub mod metrics {
     pub const QUEUE_DEPTH: &str = "hookgate_queue_depth";
     pub const OLDEST_PENDING: &str = "hookgate_oldest_pending_age_seconds";
     pub const PUBLISH_LAG: &str = "hookgate_publish_lag_events";
+    pub const PUBLISH_LAG_SECONDS: &str = "hookgate_publish_lag_seconds";
     pub const RETENTION_REMOVED: &str = "hookgate_retention_removed_total";
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -153,6 +153,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         for (sink, lag) in stats.sink_lag {
             let _ = writeln!(text, "{}{{sink=\"{sink}\"}} {lag}", m::PUBLISH_LAG);
         }
+        // Age of the oldest event a sink has yet to publish (0 when none).
+        let _ = writeln!(text, "# TYPE {} gauge", m::PUBLISH_LAG_SECONDS);
+        for (sink, oldest) in stats.sink_oldest_pending_ms {
+            let age = oldest
+                .map(|t| (now - t).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            let _ = writeln!(text, "{}{{sink=\"{sink}\"}} {age}", m::PUBLISH_LAG_SECONDS);
+        }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -301,6 +301,9 @@ pub struct QueueStats {
     pub oldest_waiting_ms: Option<i64>,
     /// Events each sink has yet to publish.
     pub sink_lag: Vec<(String, i64)>,
+    /// When the oldest event each sink has yet to publish was stored
+    /// (`None`: nothing pending).
+    pub sink_oldest_pending_ms: Vec<(String, Option<i64>)>,
 }
 
 /// One source's traffic since a point in time, for the dashboard's

@@ -716,10 +716,16 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
+        let sink_oldest_pending_ms: Vec<(String, Option<i64>)> =
+            sqlx::query_as(sql::SINK_OLDEST_PENDING)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
         Ok(QueueStats {
             by_status,
             oldest_waiting_ms,
             sink_lag,
+            sink_oldest_pending_ms,
         })
     }
 

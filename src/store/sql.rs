@@ -450,6 +450,12 @@ pub const SOURCE_REJECTED: &str = "SELECT source, CAST(count(*) AS BIGINT) \
 pub const SOURCE_WAITING: &str = "SELECT source, min(received_at) FROM deliveries \
      WHERE status IN ('pending', 'failed', 'processing') GROUP BY source";
 
+/// `queue_stats`: per sink, when its oldest unpublished event was stored
+/// (the first one after its cursor, by the `seq` index).
+pub const SINK_OLDEST_PENDING: &str = "SELECT s.name, \
+     (SELECT e.created_at FROM events e WHERE e.seq > s.cursor_seq ORDER BY e.seq LIMIT 1) \
+     FROM sinks s";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,4 +129,59 @@ async fn metrics_count_requests_by_outcome(backend: Backend) {
     .is_some());
 }
 
-crate::backend_tests!(metrics_count_requests_by_outcome);
+async fn scrape(app: &TestApp) -> String {
+    app.client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn metrics_publish_lag_per_sink_in_events_and_seconds(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let now = NOW * 1000;
+    // A sink (as a publisher registers it) with nothing published yet.
+    let cursor = app
+        .store
+        .sink_lease("lag-sink", "test", now, now + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(cursor, Some(0));
+    let text = scrape(&app).await;
+    let lag = |text: &str, name: &str| sample(text, name, &["sink=\"lag-sink\""]);
+    assert_eq!(lag(&text, "hookgate_publish_lag_events"), Some(0.0));
+    assert_eq!(lag(&text, "hookgate_publish_lag_seconds"), Some(0.0));
+
+    app.send_expect(&stripe_request("evt_lag_1"), 200).await;
+    app.drain().await;
+    app.clock.advance_ms(7_000);
+    let text = scrape(&app).await;
+    assert_eq!(
+        lag(&text, "hookgate_publish_lag_events"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        lag(&text, "hookgate_publish_lag_seconds"),
+        Some(7.0),
+        "{text}"
+    );
+
+    let seq = app.all_events().await.len() as i64;
+    assert!(app
+        .store
+        .advance_sink("lag-sink", "test", seq)
+        .await
+        .unwrap());
+    let text = scrape(&app).await;
+    assert_eq!(lag(&text, "hookgate_publish_lag_events"), Some(0.0));
+    assert_eq!(lag(&text, "hookgate_publish_lag_seconds"), Some(0.0));
+}
+
+crate::backend_tests!(
+    metrics_count_requests_by_outcome,
+    metrics_publish_lag_per_sink_in_events_and_seconds,
+);
