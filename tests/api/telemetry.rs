@@ -136,6 +136,45 @@ fn start_receiver(exports: Arc<Mutex<Vec<Vec<u8>>>>) -> u16 {
     port
 }
 
+/// Every span in the OTLP export bodies: the resources' `service.name`s,
+/// and each span's name with its string and integer attributes.
+#[allow(clippy::type_complexity)]
+fn decode_exports(exports: &[Vec<u8>]) -> (Vec<String>, Vec<(String, BTreeMap<String, String>)>) {
+    let mut seen: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    let mut service_names = Vec::new();
+    for body in exports {
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        for resource_spans in request.resource_spans {
+            for kv in resource_spans
+                .resource
+                .map(|r| r.attributes)
+                .unwrap_or_default()
+            {
+                if kv.key == "service.name" {
+                    if let Some(AnyValue::StringValue(v)) = kv.value.and_then(|v| v.value) {
+                        service_names.push(v);
+                    }
+                }
+            }
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    let attributes = span
+                        .attributes
+                        .into_iter()
+                        .filter_map(|kv| match kv.value.and_then(|v| v.value) {
+                            Some(AnyValue::StringValue(v)) => Some((kv.key, v)),
+                            Some(AnyValue::IntValue(n)) => Some((kv.key, n.to_string())),
+                            _ => None,
+                        })
+                        .collect();
+                    seen.push((span.name, attributes));
+                }
+            }
+        }
+    }
+    (service_names, seen)
+}
+
 fn global() -> &'static Global {
     static GLOBAL: OnceLock<Global> = OnceLock::new();
     GLOBAL.get_or_init(|| {
@@ -226,38 +265,7 @@ async fn telemetry_otlp_export_delivers_spans_with_their_attributes() {
 
     let exports = g.exports.lock().unwrap().clone();
     assert!(!exports.is_empty(), "nothing was posted to /v1/traces");
-    let mut seen: Vec<(String, BTreeMap<String, String>)> = Vec::new();
-    let mut service_names = Vec::new();
-    for body in &exports {
-        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
-        for resource_spans in request.resource_spans {
-            for kv in resource_spans
-                .resource
-                .map(|r| r.attributes)
-                .unwrap_or_default()
-            {
-                if kv.key == "service.name" {
-                    if let Some(AnyValue::StringValue(v)) = kv.value.and_then(|v| v.value) {
-                        service_names.push(v);
-                    }
-                }
-            }
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    let attributes = span
-                        .attributes
-                        .into_iter()
-                        .filter_map(|kv| match kv.value.and_then(|v| v.value) {
-                            Some(AnyValue::StringValue(v)) => Some((kv.key, v)),
-                            Some(AnyValue::IntValue(n)) => Some((kv.key, n.to_string())),
-                            _ => None,
-                        })
-                        .collect();
-                    seen.push((span.name, attributes));
-                }
-            }
-        }
-    }
+    let (service_names, seen) = decode_exports(&exports);
     assert!(service_names.iter().any(|n| n == "hookgate-test"));
     for name in ["ingress", "process"] {
         let span = seen
@@ -267,5 +275,156 @@ async fn telemetry_otlp_export_delivers_spans_with_their_attributes() {
         assert_eq!(span.1["source"], "stripe");
         assert_eq!(span.1["provider"], "stripe");
         assert_eq!(span.1["provider_event_id"], "evt_otlp_1");
+    }
+}
+
+/// The real binary, configured from TOML: `[log] format = "json"` writes
+/// JSON lines whose spans carry the ids, and `[telemetry.otlp]` exports the
+/// spans (flushed at a graceful shutdown).
+#[tokio::test]
+async fn telemetry_serve_from_config_writes_json_logs_and_exports_spans() {
+    use std::process::{Command, Stdio};
+    let exports = Arc::new(Mutex::new(Vec::new()));
+    let port = start_receiver(exports.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+http_workers = 1
+
+[storage]
+url = "sqlite://{db}"
+
+[paths]
+providers = "{providers}"
+catalog = "{catalog}"
+
+[api]
+tokens = ["{token}"]
+
+[queue]
+workers = 1
+
+[log]
+format = "json"
+level = "info"
+
+[telemetry.otlp]
+endpoint = "http://127.0.0.1:{port}"
+service_name = "hookgate-serve-test"
+
+[[sources]]
+name = "stripe"
+provider = "stripe"
+secrets = ["whsec_json_secret"]
+"#,
+            db = dir.path().join("hookgate.db").display(),
+            providers = repo().join("providers").display(),
+            catalog = repo().join("catalog").display(),
+            token = API_TOKEN,
+        ),
+    )
+    .unwrap();
+    /// Ends the gateway if the test fails before stopping it.
+    struct Serve(std::process::Child);
+    impl Drop for Serve {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the hookgate binary starts"),
+    );
+    let child = &mut serve.0;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let address = first
+        .trim()
+        .strip_prefix("hookgate listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+
+    let mut payload = fixture("stripe", "invoice.paid");
+    set_pointer(&mut payload, "/id", serde_json::json!("evt_json_1"));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let req = signed(
+        "stripe",
+        "stripe",
+        "whsec_json_secret",
+        &serde_json::to_vec(&payload).unwrap(),
+        now,
+        "evt_json_1",
+    );
+    let mut post = reqwest::Client::new()
+        .post(format!("{address}{}", req.path))
+        .body(req.body.clone());
+    for (k, v) in &req.headers {
+        post = post.header(k, v);
+    }
+    let reply: serde_json::Value = post.send().await.unwrap().json().await.unwrap();
+    let id = reply["id"].as_str().expect("accepted").to_string();
+
+    // Every stderr line is JSON; wait for the worker's line about this
+    // delivery, inside its `process` span.
+    let mut stored = None;
+    let processed = loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the worker logs the delivery");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if v["fields"]["message"] == "delivery stored" {
+            stored = Some(v.clone());
+        }
+        if v["span"]["name"] == "process" && v["span"]["delivery_id"] == id.as_str() {
+            break v;
+        }
+    };
+    assert_eq!(processed["span"]["source"], "stripe", "{processed}");
+    assert_eq!(processed["span"]["provider"], "stripe");
+    assert_eq!(processed["span"]["provider_event_id"], "evt_json_1");
+    let stored = stored.expect("the ingest path logged the delivery");
+    assert_eq!(stored["span"]["name"], "ingress", "{stored}");
+    assert_eq!(stored["fields"]["delivery_id"], id.as_str());
+    assert_eq!(stored["span"]["provider"], "stripe");
+
+    // A graceful stop flushes the exporter.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "hookgate exits cleanly");
+    let (services, spans) = decode_exports(&exports.lock().unwrap());
+    assert!(
+        services.iter().any(|n| n == "hookgate-serve-test"),
+        "{services:?}"
+    );
+    for name in ["ingress", "process"] {
+        let span = spans
+            .iter()
+            .find(|(n, a)| n == name && a.get("delivery_id") == Some(&id))
+            .unwrap_or_else(|| panic!("no exported {name} span for {id}: {spans:?}"));
+        assert_eq!(span.1["provider_event_id"], "evt_json_1");
     }
 }
