@@ -142,6 +142,12 @@ async fn ui_login_refuses_a_wrong_token_and_sets_a_safe_cookie(backend: Backend)
         assert!(r.headers().contains_key(header), "{header}");
     }
 
+    // A session ends after 12 hours.
+    app.clock.advance_ms(12 * 3600 * 1000);
+    let p = ui_get(&app, "/ui/deliveries", Some(&cookie)).await;
+    assert_eq!(p.location.as_deref(), Some("/ui/login"), "expired");
+    let cookie = login(&app).await;
+
     // Logout needs the form's CSRF token, then clears the cookie.
     let p = ui_post(&app, "/ui/logout", Some(&cookie), &[]).await;
     assert_eq!(p.status, 403);
