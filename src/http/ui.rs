@@ -167,12 +167,21 @@ pub fn respond(mut builder: HttpResponseBuilder, body: String) -> HttpResponse {
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ))
+        .insert_header((header::CONTENT_SECURITY_POLICY, csp()))
         .body(body)
+}
+
+/// The policy allows exactly the one inline style sheet, by its hash.
+fn csp() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        use base64::Engine;
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(CSS));
+        format!(
+            "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'"
+        )
+    })
 }
 
 fn ok(body: String) -> HttpResponse {

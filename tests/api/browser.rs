@@ -258,6 +258,19 @@ async fn browser_login_list_open_and_replay() {
     browser.type_into("#token", API_TOKEN).await;
     browser.click("#login").await;
 
+    // The style sheet passed the Content-Security-Policy (its hash).
+    let header_color = browser
+        .call(
+            reqwest::Method::GET,
+            &format!(
+                "/element/{}/css/background-color",
+                browser.find("header").await
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(text(&header_color), "rgba(29, 39, 51, 1)");
+
     // List: both deliveries, done.
     browser.find("#deliveries").await;
     assert!(browser.url().await.ends_with("/ui/deliveries"));
