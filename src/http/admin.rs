@@ -5,7 +5,10 @@
 //! ones, and the rejection log.
 //!
 //! Filters, cursors, redaction and body rendering are plain functions at the
-//! top of this file; the handlers only wire them to the store.
+//! top of this file; the handlers only wire them to the store. The queries
+//! the dashboard (`http::ui`) shares — `delivery_page`, `delivery_detail`,
+//! `replay`, `rejection_page` — take the state, not a request, and leave
+//! authorization to their caller.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
