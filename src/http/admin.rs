@@ -7,7 +7,7 @@
 //! Filters, cursors, redaction and body rendering are plain functions at the
 //! top of this file; the handlers only wire them to the store. The queries
 //! the dashboard (`http::ui`) shares — `delivery_page`, `delivery_detail`,
-//! `replay`, `rejection_page` — take the state, not a request, and leave
+//! `replay`, `release`, `discard`, `rejection_page` — take the state, not a request, and leave
 //! authorization to their caller.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -38,7 +38,7 @@ pub const REPLAYABLE: [DeliveryStatus; 3] = [
 ];
 
 /// Statuses an operator may discard: the ones waiting for a decision.
-const DISCARDABLE: [DeliveryStatus; 2] = [DeliveryStatus::Quarantined, DeliveryStatus::Dead];
+pub const DISCARDABLE: [DeliveryStatus; 2] = [DeliveryStatus::Quarantined, DeliveryStatus::Dead];
 
 /// The parameters of the listing (query string) and of the bulk actions
 /// (JSON body): the same filter fields. Unknown fields are refused, so a
@@ -436,9 +436,16 @@ pub async fn release_delivery(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    release(&state, &id).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": id.as_str(), "status": "pending" })))
+}
+
+/// Re-validate a quarantined delivery and, when it now passes, make it
+/// pending (the API's release and the dashboard's Release button).
+pub async fn release(state: &AppState, id: &str) -> Result<(), ApiError> {
     let delivery = state
         .store
-        .get_delivery(&id)
+        .get_delivery(id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such delivery".into()))?;
     if delivery.status != DeliveryStatus::Quarantined {
@@ -447,17 +454,16 @@ pub async fn release_delivery(
             delivery.status.as_str()
         )));
     }
-    let violations = revalidate(&state, &delivery).await?;
+    let violations = revalidate(state, &delivery).await?;
     if !violations.is_empty() {
         return Err(ApiError::Ingest(IngestError::SchemaViolation(violations)));
     }
     let now = state.ingestor.now_ms();
     let outcome = state
         .store
-        .requeue(&id, &[DeliveryStatus::Quarantined], now)
+        .requeue(id, &[DeliveryStatus::Quarantined], now)
         .await?;
-    requeued(&state, &id, outcome, "released")?;
-    Ok(HttpResponse::Accepted().json(json!({ "id": id.as_str(), "status": "pending" })))
+    requeued(state, id, outcome, "released")
 }
 
 /// What still fails the schema for a quarantined delivery's stored body.
@@ -587,21 +593,28 @@ pub async fn discard_delivery(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let reason = body.reason.trim();
+    let at = discard(&state, &id, reason).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": id.as_str(),
+        "status": "discarded",
+        "reason": reason,
+        "discarded_at": time(at),
+    })))
+}
+
+/// Set a quarantined or dead delivery aside with a reason (1 to 1000
+/// characters); returns when (the API's discard and the dashboard's).
+pub async fn discard(state: &AppState, id: &str, reason: &str) -> Result<i64, ApiError> {
     if reason.is_empty() || reason.chars().count() > 1000 {
         return Err(ApiError::BadRequest(
             "reason: say why, in 1 to 1000 characters".into(),
         ));
     }
     let now = state.ingestor.now_ms();
-    match state.store.discard(&id, &DISCARDABLE, reason, now).await? {
+    match state.store.discard(id, &DISCARDABLE, reason, now).await? {
         Transition::Applied => {
             tracing::info!(delivery_id = %id, reason, "delivery discarded by an operator");
-            Ok(HttpResponse::Ok().json(json!({
-                "id": id.as_str(),
-                "status": "discarded",
-                "reason": reason,
-                "discarded_at": time(now),
-            })))
+            Ok(now)
         }
         Transition::NotFound => Err(ApiError::NotFound("no such delivery".into())),
         Transition::Refused(status) => Err(ApiError::Conflict(format!(

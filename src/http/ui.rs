@@ -60,6 +60,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ui/deliveries", web::get().to(deliveries))
         .route("/ui/deliveries/{id}", web::get().to(delivery))
         .route("/ui/deliveries/{id}/replay", web::post().to(replay))
+        .route("/ui/deliveries/{id}/release", web::post().to(release))
+        .route("/ui/deliveries/{id}/discard", web::post().to(discard))
         .route("/ui/rejections", web::get().to(rejections))
         .route("/ui/sources", web::get().to(sources));
 }
@@ -519,7 +521,8 @@ fn delivery_row(d: &DeliveryRecord) -> Markup {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct DetailQuery {
-    replayed: Option<String>,
+    /// Which action just happened (`replayed`, `released`, `discarded`).
+    done: Option<String>,
 }
 
 /// `GET /ui/deliveries/{id}`: the admin API's record of it, for reading.
@@ -532,8 +535,21 @@ async fn delivery(
     let session = require(&req, &state)?;
     let d = admin::delivery_detail(&state, &id).await?;
     let status = d["status"].as_str().unwrap_or_default().to_string();
-    let replayable = DeliveryStatus::parse(&status).is_some_and(|s| admin::REPLAYABLE.contains(&s))
-        && d["request"]["body"].is_object();
+    let parsed = DeliveryStatus::parse(&status);
+    let has_body = d["request"]["body"].is_object();
+    let replayable = parsed.is_some_and(|s| admin::REPLAYABLE.contains(&s)) && has_body;
+    let releasable = parsed == Some(DeliveryStatus::Quarantined) && has_body;
+    let discardable = parsed.is_some_and(|s| admin::DISCARDABLE.contains(&s));
+    let flash = match q.done.as_deref() {
+        Some("replayed") => Some(
+            "Replay queued: the delivery is pending again and will be processed from its stored raw body.",
+        ),
+        Some("released") => {
+            Some("Released: the payload now passes the schema; the delivery is pending.")
+        }
+        Some("discarded") => Some("Discarded: the delivery is set aside with your reason."),
+        _ => None,
+    };
     let headers: Vec<(String, String)> = d["request"]["headers"]
         .as_object()
         .map(|m| {
@@ -549,10 +565,10 @@ async fn delivery(
     let attempts = d["attempt_log"].as_array().unwrap_or(&empty);
     let events = d["events"].as_array().unwrap_or(&empty);
     let violations = d["schema"]["violations"].as_array().unwrap_or(&empty);
-    let action = format!("/ui/deliveries/{}/replay", segment(&id));
+    let action = |verb: &str| format!("/ui/deliveries/{}/{verb}", segment(&id));
     let content = html! {
-        @if q.replayed.is_some() {
-            p.flash id="flash" { "Replay queued: the delivery is pending again and will be processed from its stored raw body." }
+        @if let Some(message) = flash {
+            p.flash id="flash" { (message) }
         }
         dl id="summary" {
             dt { "Delivery" } dd { code { (text(&d["id"])) } }
@@ -581,9 +597,23 @@ async fn delivery(
             ul { @for v in violations { li { code { (text(&v["path"])) } " " (text(&v["message"])) } } }
         }
         @if replayable {
-            form method="post" action=(action) {
+            form method="post" action=(action("replay")) {
                 input type="hidden" name="csrf" value=(session.csrf());
                 button type="submit" id="replay" { "Replay" }
+            }
+        }
+        @if releasable {
+            form method="post" action=(action("release")) {
+                input type="hidden" name="csrf" value=(session.csrf());
+                button type="submit" id="release" { "Release (re-validate, then process)" }
+            }
+        }
+        @if discardable {
+            form method="post" action=(action("discard")) {
+                input type="hidden" name="csrf" value=(session.csrf());
+                label { "Reason " input type="text" name="reason" id="discard-reason" required maxlength="1000" size="40"; }
+                " "
+                button type="submit" id="discard" { "Discard" }
             }
         }
         h2 { "Attempts" }
@@ -632,7 +662,46 @@ async fn replay(
     let session = session(&req, &state).ok_or(UiError::Unauthorized)?;
     session.check_csrf(form.csrf.as_deref())?;
     admin::replay(&state, &id).await?;
-    Ok(see_other(&format!("/ui/deliveries/{}?replayed=1", segment(&id))).finish())
+    Ok(back_to(&id, "replayed"))
+}
+
+/// `POST /ui/deliveries/{id}/release`: the admin API's release (a payload
+/// that still fails the schema is a 422 page naming the violations).
+async fn release(
+    req: HttpRequest,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    let session = session(&req, &state).ok_or(UiError::Unauthorized)?;
+    session.check_csrf(form.csrf.as_deref())?;
+    admin::release(&state, &id).await?;
+    Ok(back_to(&id, "released"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DiscardForm {
+    csrf: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /ui/deliveries/{id}/discard` with a reason.
+async fn discard(
+    req: HttpRequest,
+    id: web::Path<String>,
+    form: web::Form<DiscardForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    let session = session(&req, &state).ok_or(UiError::Unauthorized)?;
+    session.check_csrf(form.csrf.as_deref())?;
+    let reason = form.reason.as_deref().unwrap_or_default().trim();
+    admin::discard(&state, &id, reason).await?;
+    Ok(back_to(&id, "discarded"))
+}
+
+/// After an action: back to the delivery, saying what happened.
+fn back_to(id: &str, done: &str) -> HttpResponse {
+    see_other(&format!("/ui/deliveries/{}?done={done}", segment(id))).finish()
 }
 
 /// `GET /ui/rejections?source=&reason=&cursor=`.
