@@ -31,6 +31,8 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub telemetry: TelemetrySettings,
+    #[serde(default)]
     pub bus: BusSettings,
     #[serde(default)]
     pub retention: RetentionSettings,
@@ -293,6 +295,36 @@ impl Default for LogSettings {
     }
 }
 
+/// Trace export; off unless `[telemetry.otlp]` is present.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// OpenTelemetry export of the `tracing` spans over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpSettings {
+    /// The collector's OTLP/HTTP address, e.g. `http://127.0.0.1:4318`;
+    /// `/v1/traces` is added when the URL has no path.
+    pub endpoint: String,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
+    /// How long one export request may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:4318".into(),
+            service_name: "hookgate".into(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OnSchemaViolation {
@@ -509,6 +541,19 @@ impl Settings {
                 field: "queue.max_attempts".into(),
                 message: "must be at least 1".into(),
             });
+        }
+        if let Some(otlp) = &self.telemetry.otlp {
+            // The exporter's client is built without TLS (a collector
+            // normally runs beside the gateway).
+            if !otlp.endpoint.starts_with("http://") {
+                return Err(ConfigError::Invalid {
+                    field: "telemetry.otlp.endpoint".into(),
+                    message: format!(
+                        "{:?} must be an http:// URL (OTLP/HTTP, e.g. http://127.0.0.1:4318; put a local collector in front of a TLS one)",
+                        otlp.endpoint
+                    ),
+                });
+            }
         }
         Ok(())
     }

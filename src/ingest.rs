@@ -334,6 +334,13 @@ impl Ingestor {
         self.sources.get(name)
     }
 
+    /// Every configured source, in name order.
+    pub fn sources(&self) -> Vec<&Arc<Source>> {
+        let mut all: Vec<_> = self.sources.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// The injected clock's now, in unix milliseconds.
     pub fn now_ms(&self) -> i64 {
         unix_ms(self.clock.now())

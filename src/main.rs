@@ -91,7 +91,8 @@ fn load_settings(path: &Path) -> anyhow::Result<Settings> {
 
 fn serve(config: &Path) -> anyhow::Result<()> {
     let settings = load_settings(config)?;
-    telemetry::init(&settings.log);
+    // Dropped last: exports the spans still pending at shutdown.
+    let _telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listen = settings.server.listen.clone();
         let app = Application::build(settings, Options::default()).await?;
@@ -111,10 +112,13 @@ fn serve(config: &Path) -> anyhow::Result<()> {
 fn check(config: &Path) -> anyhow::Result<()> {
     let settings = load_settings(config)?;
     // Warnings (literal secrets, unauthenticated sources) go to stderr.
-    telemetry::init(&hookgate::config::LogSettings {
-        level: "warn".into(),
-        ..settings.log.clone()
-    });
+    let _telemetry = telemetry::init(
+        &hookgate::config::LogSettings {
+            level: "warn".into(),
+            ..settings.log.clone()
+        },
+        &Default::default(),
+    )?;
     let loaded = app::load_definitions(&settings, &ProcessEnv)?;
     println!(
         "ok: {} catalog types, {} providers ({}), {} sources",

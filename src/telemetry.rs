@@ -1,19 +1,130 @@
-//! Logging: `tracing` with an `EnvFilter`, pretty or JSON per config. Set up
-//! once per process; a second call (tests) is a no-op.
+//! Logging and tracing: `tracing` with an `EnvFilter`, pretty or JSON per
+//! `[log]`, and — when `[telemetry.otlp]` is set — the same spans exported
+//! to an OpenTelemetry collector over OTLP/HTTP (protobuf). Set up once per
+//! process; a second call (tests) installs nothing. The returned
+//! [`Telemetry`] flushes pending spans when dropped.
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing::Subscriber;
+use tracing_opentelemetry::OpenTelemetryLayer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, OtlpSettings, TelemetrySettings};
 
-pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry.otlp: {0}")]
+pub struct TelemetryError(String);
+
+/// Keeps the span exporter alive; dropping it exports what is pending.
+#[derive(Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Export the spans that ended so far (they are batched otherwise).
+    pub fn flush(&self) {
+        if let Some(p) = &self.provider {
+            let _ = p.force_flush();
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
+    let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    type Filtered = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt: Box<dyn tracing_subscriber::Layer<Filtered> + Send + Sync> = match log.format {
+        LogFormat::Json => Box::new(fmt.json()),
+        LogFormat::Pretty => Box::new(fmt),
     };
+    let (otlp, provider) = match &telemetry.otlp {
+        Some(settings) => {
+            let (layer, provider) = otlp_layer(settings)?;
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otlp)
+        .try_init()
+        .is_ok();
+    if installed && provider.is_some() {
+        tracing::info!(endpoint = %traces_url(telemetry.otlp.as_ref().map(|o| o.endpoint.as_str()).unwrap_or_default()), "exporting spans over OTLP/HTTP");
+    }
+    Ok(Telemetry {
+        provider: provider.filter(|_| installed),
+    })
+}
+
+/// The collector URL spans are posted to: the configured one, with
+/// `/v1/traces` added when it names no path.
+pub fn traces_url(endpoint: &str) -> String {
+    let rest = endpoint
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(endpoint);
+    match rest.split_once('/') {
+        Some((_, path)) if !path.is_empty() => endpoint.to_string(),
+        _ => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+    }
+}
+
+/// A `tracing` layer that exports spans to `settings.endpoint`, and the
+/// provider that owns the exporter (flush or shut it down to send what is
+/// pending). Spans keep their `tracing` fields as attributes.
+pub fn otlp_layer<S>(
+    settings: &OtlpSettings,
+) -> Result<(OpenTelemetryLayer<S, SdkTracer>, SdkTracerProvider), TelemetryError>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(traces_url(&settings.endpoint))
+        .with_timeout(std::time::Duration::from_millis(settings.timeout_ms))
+        .build()
+        .map_err(|e| TelemetryError(e.to_string()))?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(settings.service_name.clone())
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("hookgate");
+    Ok((tracing_opentelemetry::layer().with_tracer(tracer), provider))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn traces_url_adds_the_signal_path_only_when_none_is_given() {
+        use super::traces_url;
+        assert_eq!(traces_url("http://c:4318"), "http://c:4318/v1/traces");
+        assert_eq!(traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://c:4318/custom/traces"),
+            "http://c:4318/custom/traces"
+        );
+    }
 }
 
 /// Prometheus metrics. One recorder per process (the `metrics` facade is
@@ -40,6 +151,7 @@ pub mod metrics {
     pub const QUEUE_DEPTH: &str = "hookgate_queue_depth";
     pub const OLDEST_PENDING: &str = "hookgate_oldest_pending_age_seconds";
     pub const PUBLISH_LAG: &str = "hookgate_publish_lag_events";
+    pub const PUBLISH_LAG_SECONDS: &str = "hookgate_publish_lag_seconds";
     pub const RETENTION_REMOVED: &str = "hookgate_retention_removed_total";
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

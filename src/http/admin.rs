@@ -5,7 +5,10 @@
 //! ones, and the rejection log.
 //!
 //! Filters, cursors, redaction and body rendering are plain functions at the
-//! top of this file; the handlers only wire them to the store.
+//! top of this file; the handlers only wire them to the store. The queries
+//! the dashboard (`http::ui`) shares — `delivery_page`, `delivery_detail`,
+//! `replay`, `release`, `discard`, `rejection_page` — take the state, not a request, and leave
+//! authorization to their caller.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -28,14 +31,14 @@ const DEFAULT_LIMIT: u32 = 50;
 
 /// Statuses a replay may start from: processed ones. Quarantined ones are
 /// released instead (re-validated first).
-const REPLAYABLE: [DeliveryStatus; 3] = [
+pub const REPLAYABLE: [DeliveryStatus; 3] = [
     DeliveryStatus::Done,
     DeliveryStatus::Failed,
     DeliveryStatus::Dead,
 ];
 
 /// Statuses an operator may discard: the ones waiting for a decision.
-const DISCARDABLE: [DeliveryStatus; 2] = [DeliveryStatus::Quarantined, DeliveryStatus::Dead];
+pub const DISCARDABLE: [DeliveryStatus; 2] = [DeliveryStatus::Quarantined, DeliveryStatus::Dead];
 
 /// The parameters of the listing (query string) and of the bulk actions
 /// (JSON body): the same filter fields. Unknown fields are refused, so a
@@ -43,24 +46,24 @@ const DISCARDABLE: [DeliveryStatus; 2] = [DeliveryStatus::Quarantined, DeliveryS
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryParams {
-    source: Option<String>,
-    provider: Option<String>,
+    pub source: Option<String>,
+    pub provider: Option<String>,
     /// One status or several, comma-separated.
-    status: Option<String>,
+    pub status: Option<String>,
     /// The provider's event type (`invoice.payment_succeeded`).
-    event_type: Option<String>,
+    pub event_type: Option<String>,
     /// The provider's event id.
-    event_id: Option<String>,
+    pub event_id: Option<String>,
     /// RFC 3339; received at or after.
-    since: Option<String>,
+    pub since: Option<String>,
     /// RFC 3339; received before.
-    until: Option<String>,
+    pub until: Option<String>,
     /// Listing only.
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     /// Listing only: `next_cursor` of the page before.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
     /// Bulk actions only: count, change nothing.
-    dry_run: Option<bool>,
+    pub dry_run: Option<bool>,
 }
 
 impl DeliveryParams {
@@ -193,6 +196,12 @@ fn parsed(json_text: Option<&str>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Received → done, for a done delivery (a replay's counts from the
+/// original arrival).
+pub fn latency_ms(d: &DeliveryRecord) -> Option<i64> {
+    (d.status == DeliveryStatus::Done).then(|| (d.updated_at_ms - d.received_at_ms).max(0))
+}
+
 fn delivery_summary(d: &DeliveryRecord) -> Value {
     json!({
         "id": d.id,
@@ -207,6 +216,7 @@ fn delivery_summary(d: &DeliveryRecord) -> Value {
         "received_at": time(d.received_at_ms),
         "received_at_ms": d.received_at_ms,
         "updated_at": time(d.updated_at_ms),
+        "latency_ms": latency_ms(d),
         "next_attempt_at_ms": d.next_attempt_at_ms,
         "discard_reason": d.discard_reason,
     })
@@ -261,9 +271,22 @@ pub async fn list_deliveries(
             "dry_run is for the bulk actions (POST)".into(),
         ));
     }
-    let filter = query.filter()?;
-    let after = decode_cursor(query.cursor.as_deref())?;
-    let limit = limit(query.limit);
+    let (rows, next_cursor) = delivery_page(&state, &query).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "deliveries": rows.iter().map(delivery_summary).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+/// One page of the delivery listing, newest first, and the cursor of the
+/// next page while there may be one (the API and the dashboard).
+pub async fn delivery_page(
+    state: &AppState,
+    params: &DeliveryParams,
+) -> Result<(Vec<DeliveryRecord>, Option<String>), ApiError> {
+    let filter = params.filter()?;
+    let after = decode_cursor(params.cursor.as_deref())?;
+    let limit = limit(params.limit);
     // One more than asked says whether another page exists.
     let mut rows = state
         .store
@@ -277,10 +300,7 @@ pub async fn list_deliveries(
             id: d.id.clone(),
         })
     });
-    Ok(HttpResponse::Ok().json(json!({
-        "deliveries": rows.iter().map(delivery_summary).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok((rows, next_cursor))
 }
 
 /// `GET /v1/admin/deliveries/{id}`: everything known about one delivery.
@@ -290,14 +310,20 @@ pub async fn get_delivery(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    Ok(HttpResponse::Ok().json(delivery_detail(&state, &id).await?))
+}
+
+/// A delivery's full record as the API answers it (the dashboard renders
+/// the same value): redacted headers, body, verification, attempts, events.
+pub async fn delivery_detail(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let d = state
         .store
-        .get_delivery(&id)
+        .get_delivery(id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such delivery".into()))?;
-    let request = state.store.delivery_request(&id).await?;
-    let attempts = state.store.delivery_attempts(&id).await?;
-    let events = state.store.delivery_events(&id).await?;
+    let request = state.store.delivery_request(id).await?;
+    let attempts = state.store.delivery_attempts(id).await?;
+    let events = state.store.delivery_events(id).await?;
     let source = state.ingestor.source(&d.source);
     let secret_headers = source
         .map(|s| s.scheme.secret_headers())
@@ -328,7 +354,7 @@ pub async fn get_delivery(
         .iter()
         .map(|(id, t)| json!({ "id": id, "type": t }))
         .collect::<Vec<_>>());
-    Ok(HttpResponse::Ok().json(body))
+    Ok(body)
 }
 
 /// `POST /v1/admin/deliveries/{id}/replay`: process a done, failed or dead
@@ -340,9 +366,16 @@ pub async fn replay_delivery(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    replay(&state, &id).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": id.as_str(), "status": "pending" })))
+}
+
+/// Make a done, failed or dead delivery pending again and wake the workers
+/// (the API's replay and the dashboard's Replay button).
+pub async fn replay(state: &AppState, id: &str) -> Result<(), ApiError> {
     let now = state.ingestor.now_ms();
-    let outcome = state.store.requeue(&id, &REPLAYABLE, now).await?;
-    requeued(&state, &id, outcome, "replayed")
+    let outcome = state.store.requeue(id, &REPLAYABLE, now).await?;
+    requeued(state, id, outcome, "replayed")
 }
 
 impl DeliveryParams {
@@ -403,9 +436,16 @@ pub async fn release_delivery(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    release(&state, &id).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": id.as_str(), "status": "pending" })))
+}
+
+/// Re-validate a quarantined delivery and, when it now passes, make it
+/// pending (the API's release and the dashboard's Release button).
+pub async fn release(state: &AppState, id: &str) -> Result<(), ApiError> {
     let delivery = state
         .store
-        .get_delivery(&id)
+        .get_delivery(id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such delivery".into()))?;
     if delivery.status != DeliveryStatus::Quarantined {
@@ -414,16 +454,16 @@ pub async fn release_delivery(
             delivery.status.as_str()
         )));
     }
-    let violations = revalidate(&state, &delivery).await?;
+    let violations = revalidate(state, &delivery).await?;
     if !violations.is_empty() {
         return Err(ApiError::Ingest(IngestError::SchemaViolation(violations)));
     }
     let now = state.ingestor.now_ms();
     let outcome = state
         .store
-        .requeue(&id, &[DeliveryStatus::Quarantined], now)
+        .requeue(id, &[DeliveryStatus::Quarantined], now)
         .await?;
-    requeued(&state, &id, outcome, "released")
+    requeued(state, id, outcome, "released")
 }
 
 /// What still fails the schema for a quarantined delivery's stored body.
@@ -553,21 +593,28 @@ pub async fn discard_delivery(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let reason = body.reason.trim();
+    let at = discard(&state, &id, reason).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": id.as_str(),
+        "status": "discarded",
+        "reason": reason,
+        "discarded_at": time(at),
+    })))
+}
+
+/// Set a quarantined or dead delivery aside with a reason (1 to 1000
+/// characters); returns when (the API's discard and the dashboard's).
+pub async fn discard(state: &AppState, id: &str, reason: &str) -> Result<i64, ApiError> {
     if reason.is_empty() || reason.chars().count() > 1000 {
         return Err(ApiError::BadRequest(
             "reason: say why, in 1 to 1000 characters".into(),
         ));
     }
     let now = state.ingestor.now_ms();
-    match state.store.discard(&id, &DISCARDABLE, reason, now).await? {
+    match state.store.discard(id, &DISCARDABLE, reason, now).await? {
         Transition::Applied => {
             tracing::info!(delivery_id = %id, reason, "delivery discarded by an operator");
-            Ok(HttpResponse::Ok().json(json!({
-                "id": id.as_str(),
-                "status": "discarded",
-                "reason": reason,
-                "discarded_at": time(now),
-            })))
+            Ok(now)
         }
         Transition::NotFound => Err(ApiError::NotFound("no such delivery".into())),
         Transition::Refused(status) => Err(ApiError::Conflict(format!(
@@ -578,12 +625,7 @@ pub async fn discard_delivery(
     }
 }
 
-fn requeued(
-    state: &AppState,
-    id: &str,
-    outcome: Transition,
-    verb: &str,
-) -> Result<HttpResponse, ApiError> {
+fn requeued(state: &AppState, id: &str, outcome: Transition, verb: &str) -> Result<(), ApiError> {
     match outcome {
         Transition::Applied => {
             state.ingestor.wake_workers();
@@ -592,7 +634,7 @@ fn requeued(
                 action = verb,
                 "delivery requeued by an operator"
             );
-            Ok(HttpResponse::Accepted().json(json!({ "id": id, "status": "pending" })))
+            Ok(())
         }
         Transition::NotFound => Err(ApiError::NotFound("no such delivery".into())),
         Transition::Refused(status) => Err(ApiError::Conflict(format!(
@@ -605,17 +647,17 @@ fn requeued(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RejectionsQuery {
-    source: Option<String>,
+    pub source: Option<String>,
     /// The refusal's error code (`invalid_signature`, `schema_violation`).
     #[serde(alias = "code")]
-    reason: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub reason: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
 /// `GET /v1/admin/rejections`: refused requests, newest first.
@@ -625,6 +667,18 @@ pub async fn list_rejections(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    let (rows, next_cursor) = rejection_page(&state, &query).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "rejections": rows.iter().map(rejection_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+/// One page of the rejection log, newest first, and the next page's cursor.
+pub async fn rejection_page(
+    state: &AppState,
+    query: &RejectionsQuery,
+) -> Result<(Vec<RejectionRecord>, Option<String>), ApiError> {
     let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let filter = RejectionFilter {
         source: text(&query.source),
@@ -646,10 +700,7 @@ pub async fn list_rejections(
             id: r.id.clone(),
         })
     });
-    Ok(HttpResponse::Ok().json(json!({
-        "rejections": rows.iter().map(rejection_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok((rows, next_cursor))
 }
 
 /// `GET /v1/admin/rejections/{id}`: one rejection, with the body when it

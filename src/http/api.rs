@@ -27,16 +27,24 @@ pub(super) fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiEr
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token)
         .ok_or(ApiError::Unauthorized)?;
+    match token_index(state, presented) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+/// Which configured token `presented` is (the dashboard's login keys its
+/// session to it). Every token is compared, none short-circuits.
+pub(super) fn token_index(state: &AppState, presented: &str) -> Option<usize> {
     let presented = Sha256::digest(presented.trim().as_bytes());
-    let mut ok = subtle::Choice::from(0);
-    for token in &state.api_tokens {
-        ok |= Sha256::digest(token.expose_secret().as_bytes()).ct_eq(&presented);
+    let mut found = None;
+    for (i, token) in state.api_tokens.iter().enumerate() {
+        let same = Sha256::digest(token.expose_secret().as_bytes()).ct_eq(&presented);
+        if bool::from(same) && found.is_none() {
+            found = Some(i);
+        }
     }
-    if bool::from(ok) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+    found
 }
 
 pub(super) const MAX_LIMIT: u32 = 1000;
@@ -146,6 +154,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         let _ = writeln!(text, "# TYPE {} gauge", m::PUBLISH_LAG);
         for (sink, lag) in stats.sink_lag {
             let _ = writeln!(text, "{}{{sink=\"{sink}\"}} {lag}", m::PUBLISH_LAG);
+        }
+        // Age of the oldest event a sink has yet to publish (0 when none).
+        let _ = writeln!(text, "# TYPE {} gauge", m::PUBLISH_LAG_SECONDS);
+        for (sink, oldest) in stats.sink_oldest_pending_ms {
+            let age = oldest
+                .map(|t| (now - t).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            let _ = writeln!(text, "{}{{sink=\"{sink}\"}} {age}", m::PUBLISH_LAG_SECONDS);
         }
     }
     HttpResponse::Ok()

@@ -1,6 +1,8 @@
 //! The one place where errors become HTTP: status codes, the stable error
-//! codes of the contract, and the `{"error":{"code","message"}}` body. No
-//! stack traces, no secrets, no echo of a signature.
+//! codes of the contract, and the `{"error":{"code","message"}}` body; for
+//! the dashboard (`UiError`), the same statuses as an HTML page or a
+//! redirect to its login. No stack traces, no secrets, no echo of a
+//! signature.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -103,6 +105,57 @@ impl ApiError {
                 "storage is unavailable, retry later".into()
             }
             other => other.to_string(),
+        }
+    }
+}
+
+/// The dashboard's errors: the API's, plus its session and CSRF checks.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// No valid session on a page: off to the login form.
+    #[error("log in first")]
+    LoginRequired,
+    /// No valid session on an action (a form POST).
+    #[error("your session has ended; log in again")]
+    Unauthorized,
+    #[error("that token is not one of the configured [api] tokens")]
+    BadLogin,
+    #[error(
+        "the form is stale or did not come from this dashboard; reload the page and try again"
+    )]
+    Csrf,
+}
+
+impl ResponseError for UiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            UiError::Api(e) => e.status_code(),
+            UiError::LoginRequired => StatusCode::SEE_OTHER,
+            UiError::Unauthorized | UiError::BadLogin => StatusCode::UNAUTHORIZED,
+            UiError::Csrf => StatusCode::FORBIDDEN,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        use super::ui;
+        let status = self.status_code();
+        let message = match self {
+            UiError::Api(e) => e.public_message(),
+            other => other.to_string(),
+        };
+        match self {
+            UiError::LoginRequired => HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/ui/login"))
+                .finish(),
+            UiError::BadLogin => {
+                ui::respond(HttpResponse::build(status), ui::login_form(Some(&message)))
+            }
+            _ => ui::respond(
+                HttpResponse::build(status),
+                ui::error_page(status.as_u16(), &message),
+            ),
         }
     }
 }

@@ -53,7 +53,22 @@ async fn handle(
         None => "unknown".to_string(),
     };
     metrics::counter!(m::RECEIVED, "source" => label.clone()).increment(1);
-    let span = tracing::info_span!("ingress", source = %source_name);
+    // The request's span carries what the worker's `process` span carries
+    // (source, provider, provider event id, hookgate delivery id); the ids
+    // are recorded once the commit returned them. A batch records its
+    // count, and each delivery's "delivery stored" event names its ids.
+    let span = tracing::info_span!(
+        "ingress",
+        source = %source_name,
+        provider = tracing::field::Empty,
+        provider_event_id = tracing::field::Empty,
+        delivery_id = tracing::field::Empty,
+        deliveries = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    if let Some(source) = state.ingestor.source(&source_name) {
+        span.record("provider", source.provider.name.as_str());
+    }
     let result = run(
         &req,
         client,
@@ -62,7 +77,7 @@ async fn handle(
         payload,
         &state,
     )
-    .instrument(span)
+    .instrument(span.clone())
     .await;
     match result {
         Ok(outcome) => {
@@ -70,6 +85,17 @@ async fn handle(
                 Outcome::Accepted { deliveries, .. } => (deliveries, false),
                 Outcome::Quarantined { deliveries, .. } => (deliveries, true),
             };
+            span.record("deliveries", deliveries.len());
+            if let [only] = deliveries.as_slice() {
+                span.record("provider_event_id", only.provider_event_id.as_str());
+                span.record("delivery_id", only.id.as_str());
+            }
+            let verdict = match (quarantined, deliveries.iter().all(|d| d.duplicate)) {
+                (true, _) => "quarantined",
+                (false, true) if !deliveries.is_empty() => "duplicate",
+                _ => "accepted",
+            };
+            span.record("outcome", verdict);
             for d in deliveries {
                 let name = match (d.duplicate, quarantined) {
                     (true, _) => m::DUPLICATE,
@@ -83,7 +109,8 @@ async fn handle(
             Ok(respond(outcome))
         }
         Err(Refused { error: e, body }) => {
-            tracing::info!(code = e.code(), "request refused");
+            span.record("outcome", e.code());
+            span.in_scope(|| tracing::info!(code = e.code(), "request refused"));
             metrics::counter!(m::REJECTED, "source" => label, "reason" => e.code()).increment(1);
             state
                 .ingestor

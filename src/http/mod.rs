@@ -1,5 +1,5 @@
 //! HTTP: actix-web routes over the ingest pipeline, the consumer API, the
-//! operator API (`admin`) and health checks. This layer issues no SQL and owns no business rule; it
+//! operator API (`admin`), the dashboard (`ui`, HTML over `admin`) and health checks. This layer issues no SQL and owns no business rule; it
 //! turns requests into typed calls and results into responses
 //! (`error.rs` maps every error in one place).
 
@@ -8,6 +8,7 @@ pub mod api;
 pub mod error;
 pub mod ingress;
 pub mod stream;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -104,6 +105,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/v1/admin/rejections/{id}",
         web::get().to(admin::get_rejection),
     )
+    .configure(ui::routes)
     .route("/metrics", web::get().to(api::metrics))
     .route("/healthz", web::get().to(api::healthz))
     .route("/readyz", web::get().to(api::readyz));

@@ -256,6 +256,9 @@ mod tests {
         async fn queue_stats(&self) -> StoreResult<super::super::QueueStats> {
             self.inner.queue_stats().await
         }
+        async fn source_stats(&self, a: i64) -> StoreResult<Vec<super::super::SourceStats>> {
+            self.inner.source_stats(a).await
+        }
         async fn ping(&self) -> StoreResult<()> {
             self.inner.ping().await
         }

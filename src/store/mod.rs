@@ -301,6 +301,27 @@ pub struct QueueStats {
     pub oldest_waiting_ms: Option<i64>,
     /// Events each sink has yet to publish.
     pub sink_lag: Vec<(String, i64)>,
+    /// When the oldest event each sink has yet to publish was stored
+    /// (`None`: nothing pending).
+    pub sink_oldest_pending_ms: Vec<(String, Option<i64>)>,
+}
+
+/// One source's traffic since a point in time, for the dashboard's
+/// overview.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub source: String,
+    /// Deliveries received in the window.
+    pub received: i64,
+    /// Of those, how many are `failed` or `dead` now.
+    pub failing: i64,
+    /// Of those, how many are `quarantined` now.
+    pub quarantined: i64,
+    /// Requests refused in the window.
+    pub rejected: i64,
+    /// Arrival time of the source's oldest delivery still waiting to be
+    /// processed (any age, not only the window's).
+    pub oldest_waiting_ms: Option<i64>,
 }
 
 /// What an operator's change of a delivery's status found.
@@ -457,6 +478,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
 
+    /// Per source: deliveries and rejections received at or after
+    /// `since_ms`, and the oldest waiting delivery; sorted by source.
+    async fn source_stats(&self, since_ms: i64) -> StoreResult<Vec<SourceStats>>;
+
     /// Make a delivery whose status is one of `allowed` pending again, with
     /// a fresh attempt budget (replay, quarantine release). Catalog event
     /// ids are deterministic, so processing it again adds no duplicate.
@@ -537,6 +562,36 @@ pub(crate) fn push_type_filter<'a, DB: sqlx::Database>(
         }
     }
     qb.push(")");
+}
+
+/// Merge the three per-source result sets of `source_stats` (rows are
+/// `(source, ...)`), sorted by source.
+pub(crate) fn merge_source_stats(
+    received: Vec<(String, i64, i64, i64)>,
+    rejected: Vec<(String, i64)>,
+    waiting: Vec<(String, Option<i64>)>,
+) -> Vec<SourceStats> {
+    use std::collections::BTreeMap;
+    fn entry(map: &mut BTreeMap<String, SourceStats>, source: String) -> &mut SourceStats {
+        map.entry(source.clone()).or_insert_with(|| SourceStats {
+            source,
+            ..SourceStats::default()
+        })
+    }
+    let mut by_source = BTreeMap::new();
+    for (source, received, failing, quarantined) in received {
+        let s = entry(&mut by_source, source);
+        s.received = received;
+        s.failing = failing;
+        s.quarantined = quarantined;
+    }
+    for (source, n) in rejected {
+        entry(&mut by_source, source).rejected = n;
+    }
+    for (source, oldest) in waiting {
+        entry(&mut by_source, source).oldest_waiting_ms = oldest;
+    }
+    by_source.into_values().collect()
 }
 
 /// Open the backend named by the URL and apply its migrations.

@@ -27,8 +27,8 @@ use super::sql;
 use super::{
     AttemptOutcome, AttemptRecord, Claimed, Completed, DeliveryFilter, DeliveryRecord,
     DeliveryStatus, Inserted, NewEvent, NewRequest, Position, Purge, Purged, QueueStats, Rejection,
-    RejectionFilter, RejectionRecord, RequestRecord, Retry, Store, StoreError, StoreResult,
-    StoredEvent, Transition,
+    RejectionFilter, RejectionRecord, RequestRecord, Retry, SourceStats, Store, StoreError,
+    StoreResult, StoredEvent, Transition,
 };
 use crate::catalog::TypePattern;
 
@@ -716,11 +716,35 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
+        let sink_oldest_pending_ms: Vec<(String, Option<i64>)> =
+            sqlx::query_as(sql::SINK_OLDEST_PENDING)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
         Ok(QueueStats {
             by_status,
             oldest_waiting_ms,
             sink_lag,
+            sink_oldest_pending_ms,
         })
+    }
+
+    async fn source_stats(&self, since_ms: i64) -> StoreResult<Vec<SourceStats>> {
+        let received: Vec<(String, i64, i64, i64)> = sqlx::query_as(sql::SOURCE_RECEIVED)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let rejected: Vec<(String, i64)> = sqlx::query_as(sql::SOURCE_REJECTED)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let waiting: Vec<(String, Option<i64>)> = sqlx::query_as(sql::SOURCE_WAITING)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(super::merge_source_stats(received, rejected, waiting))
     }
 
     async fn requeue(

@@ -435,6 +435,27 @@ where
     qb
 }
 
+/// `source_stats`: deliveries received since `$1`, per source, with how
+/// many of them fail or wait in quarantine now.
+pub const SOURCE_RECEIVED: &str = "SELECT source, CAST(count(*) AS BIGINT), \
+     CAST(coalesce(sum(CASE WHEN status IN ('failed', 'dead') THEN 1 ELSE 0 END), 0) AS BIGINT), \
+     CAST(coalesce(sum(CASE WHEN status = 'quarantined' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+     FROM deliveries WHERE received_at >= $1 GROUP BY source";
+
+/// `source_stats`: rejections since `$1`, per source.
+pub const SOURCE_REJECTED: &str = "SELECT source, CAST(count(*) AS BIGINT) \
+     FROM rejections WHERE received_at >= $1 GROUP BY source";
+
+/// `source_stats`: the oldest delivery still waiting, per source.
+pub const SOURCE_WAITING: &str = "SELECT source, min(received_at) FROM deliveries \
+     WHERE status IN ('pending', 'failed', 'processing') GROUP BY source";
+
+/// `queue_stats`: per sink, when its oldest unpublished event was stored
+/// (the first one after its cursor, by the `seq` index).
+pub const SINK_OLDEST_PENDING: &str = "SELECT s.name, \
+     (SELECT e.created_at FROM events e WHERE e.seq > s.cursor_seq ORDER BY e.seq LIMIT 1) \
+     FROM sinks s";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -635,7 +635,7 @@ async fn admin_bulk_release_revalidates_each_against_the_fixed_schema(backend: B
 
 /// The rejection log is written in the background (best effort): wait
 /// until it holds `n` rows.
-async fn rejections_recorded(app: &TestApp, n: usize) {
+pub async fn rejections_recorded(app: &TestApp, n: usize) {
     for _ in 0..250 {
         let (_, r) = app.get("/v1/admin/rejections?limit=1000").await;
         if r["rejections"].as_array().map(Vec::len).unwrap_or(0) >= n {

@@ -185,6 +185,8 @@ pub struct TestApp {
     pub retention: Arc<hookgate::retention::Retention>,
     pub app_stats: Arc<hookgate::store::group_commit::Stats>,
     pub publisher: Option<Arc<hookgate::bus::Publisher>>,
+    /// The app's store, for tests that set up state no API exposes.
+    pub store: hookgate::store::DynStore,
     pub db: TestDb,
     /// Keeps the test's files alive as long as the app.
     pub _dir: tempfile::TempDir,
@@ -286,6 +288,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
     let retention = app.retention();
     let app_stats = app.ingestor_stats();
     let publisher = app.publisher();
+    let store = app.store();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -295,6 +298,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
         retention,
         app_stats,
         publisher,
+        store,
         db,
         _dir: dir,
     }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod browser;
 mod bus;
 mod catalog;
 mod cli;
@@ -20,3 +21,5 @@ mod retention;
 mod senders;
 mod storage_faults;
 mod stream;
+mod telemetry;
+mod ui;

@@ -129,4 +129,174 @@ async fn metrics_count_requests_by_outcome(backend: Backend) {
     .is_some());
 }
 
-crate::backend_tests!(metrics_count_requests_by_outcome);
+async fn scrape(app: &TestApp) -> String {
+    app.client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn metrics_publish_lag_per_sink_in_events_and_seconds(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let now = NOW * 1000;
+    // A sink (as a publisher registers it) with nothing published yet.
+    let cursor = app
+        .store
+        .sink_lease("lag-sink", "test", now, now + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(cursor, Some(0));
+    let text = scrape(&app).await;
+    let lag = |text: &str, name: &str| sample(text, name, &["sink=\"lag-sink\""]);
+    assert_eq!(lag(&text, "hookgate_publish_lag_events"), Some(0.0));
+    assert_eq!(lag(&text, "hookgate_publish_lag_seconds"), Some(0.0));
+
+    app.send_expect(&stripe_request("evt_lag_1"), 200).await;
+    app.drain().await;
+    app.clock.advance_ms(7_000);
+    let text = scrape(&app).await;
+    assert_eq!(
+        lag(&text, "hookgate_publish_lag_events"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        lag(&text, "hookgate_publish_lag_seconds"),
+        Some(7.0),
+        "{text}"
+    );
+
+    let seq = app.all_events().await.len() as i64;
+    assert!(app
+        .store
+        .advance_sink("lag-sink", "test", seq)
+        .await
+        .unwrap());
+    let text = scrape(&app).await;
+    assert_eq!(lag(&text, "hookgate_publish_lag_events"), Some(0.0));
+    assert_eq!(lag(&text, "hookgate_publish_lag_seconds"), Some(0.0));
+}
+
+/// A sink that refuses its first publish, then takes everything.
+struct FlakySink {
+    name: String,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl hookgate::bus::Sink for FlakySink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn publish(
+        &self,
+        events: &[hookgate::store::StoredEvent],
+    ) -> Result<usize, hookgate::bus::SinkError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err(hookgate::bus::SinkError::Unavailable("down".into()));
+        }
+        Ok(events.len())
+    }
+}
+
+async fn metrics_count_failures_dead_letters_and_publishing(backend: Backend) {
+    // Names no other test uses: the recorder is process-wide.
+    let tag = ulid::Ulid::new().to_string().to_lowercase();
+    let name: &'static str = Box::leak(format!("f{tag}").into_boxed_str());
+    let app = spawn_app_with(Spawn {
+        backend,
+        max_attempts: 1,
+        sources: vec![SourceSpec {
+            name,
+            provider: "stripe",
+            secrets: vec!["whsec_metrics"],
+            on_schema_violation: hookgate::config::OnSchemaViolation::Quarantine,
+        }],
+        ..Spawn::default()
+    })
+    .await;
+    let req = |id: &str, poison: bool| {
+        let mut v = fixture("stripe", "invoice.paid");
+        set_pointer(&mut v, "/id", json!(id));
+        if poison {
+            // Valid for Stripe's schema, but the catalog needs the invoice id.
+            v["data"]["object"].as_object_mut().unwrap().remove("id");
+        }
+        signed(
+            name,
+            "stripe",
+            "whsec_metrics",
+            &serde_json::to_vec(&v).unwrap(),
+            NOW,
+            id,
+        )
+    };
+    app.send_expect(&req("evt_f1", true), 200).await;
+    app.send_expect(&req("evt_f2", false), 200).await;
+    app.drain().await;
+    let src = format!("source=\"{name}\"");
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(
+            &text,
+            "hookgate_processing_failures_total",
+            &[&src, "provider_event_type=\"invoice.paid\""]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hookgate_dead_letters_total", &[&src]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hookgate_queue_depth", &["status=\"dead\""]),
+        Some(1.0)
+    );
+
+    let sink_name = format!("s{tag}");
+    let publisher = hookgate::bus::Publisher::new(
+        app.store.clone(),
+        std::sync::Arc::new(FlakySink {
+            name: sink_name.clone(),
+            calls: Default::default(),
+        }),
+        "test".into(),
+        app.clock.clone(),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        10,
+        std::time::Duration::from_millis(10),
+    );
+    let sink = format!("sink=\"{sink_name}\"");
+    assert!(publisher.run_once().await.is_err(), "the sink refuses");
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(&text, "hookgate_publish_failures_total", &[&sink]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hookgate_publish_lag_events", &[&sink]),
+        Some(1.0)
+    );
+    assert_eq!(publisher.drain().await.unwrap(), 1);
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(&text, "hookgate_published_total", &[&sink]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hookgate_publish_lag_events", &[&sink]),
+        Some(0.0)
+    );
+}
+
+crate::backend_tests!(
+    metrics_count_requests_by_outcome,
+    metrics_publish_lag_per_sink_in_events_and_seconds,
+    metrics_count_failures_dead_letters_and_publishing,
+);
