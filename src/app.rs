@@ -19,6 +19,7 @@ use crate::config::{resolve_secret, ProcessEnv, SecretEnv, Settings};
 use crate::http::{self, AppState};
 use crate::ingest::{build_sources, Ingestor, SourceError};
 use crate::providers::{LoadError, Registry};
+use crate::push::Push;
 use crate::queue::Processor;
 use crate::retention::Retention;
 use crate::store::{self, DynStore, StoreError};
@@ -35,6 +36,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("bus: {0}")]
     Bus(String),
+    #[error("subscriptions: {0}")]
+    Push(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -82,6 +85,7 @@ pub struct Application {
     processor: Arc<Processor>,
     retention: Arc<Retention>,
     publisher: Option<Arc<Publisher>>,
+    push: Arc<Push>,
     state: web::Data<AppState>,
     workers: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
@@ -149,6 +153,23 @@ impl Application {
         ));
         workers.extend(retention.clone().spawn(shutdown_rx.clone()));
         let instance = crate::ingest::new_id("inst", crate::clock::unix_ms(options.clock.now()));
+        let push = Arc::new(
+            Push::new(
+                store.clone(),
+                catalog.clone(),
+                options.clock.clone(),
+                settings.push.clone(),
+                &settings.subscriptions,
+                options.env.as_ref(),
+                instance.clone(),
+                events_wake.clone(),
+            )
+            .map_err(StartupError::Push)?,
+        );
+        push.upsert_config().await?;
+        if settings.queue.workers > 0 {
+            workers.extend(push.spawn(shutdown_rx.clone()));
+        }
         let publisher = match &settings.bus.nats {
             Some(nats) => {
                 let sink = NatsSink::connect(nats.clone())
@@ -175,6 +196,7 @@ impl Application {
             ingestor,
             store: store.clone(),
             catalog,
+            push: push.clone(),
             api_tokens,
             trusted_proxies: crate::config::parse_networks(
                 &settings.server.trusted_proxies,
@@ -215,6 +237,7 @@ impl Application {
             processor,
             retention,
             publisher,
+            push,
             state,
             workers,
             shutdown,
@@ -243,6 +266,12 @@ impl Application {
     /// with `drain` when queue workers are off).
     pub fn publisher(&self) -> Option<Arc<Publisher>> {
         self.publisher.clone()
+    }
+
+    /// The push subscriptions' router and dispatcher (tests drive them with
+    /// `drain` when queue workers are off).
+    pub fn push(&self) -> Arc<Push> {
+        self.push.clone()
     }
 
     /// Group-commit counters (commits vs. rows), for tests and benchmarks.

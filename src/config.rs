@@ -36,6 +36,86 @@ pub struct Settings {
     pub retention: RetentionSettings,
     #[serde(default)]
     pub sources: Vec<SourceSettings>,
+    #[serde(default)]
+    pub push: PushSettings,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionSettings>,
+}
+
+/// How push subscriptions are delivered (every subscription alike).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    /// Messages claimed (and sent concurrently) per round.
+    pub batch: u32,
+    /// How long a claim is held before another instance may take it over;
+    /// longer than any subscription's timeout.
+    pub lease_secs: u64,
+    /// The sweep for due retries; new catalog events wake the dispatcher
+    /// at once.
+    pub sweep_interval_ms: u64,
+    /// Bytes of an endpoint's answer kept with each attempt.
+    pub response_body_bytes: usize,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            batch: 16,
+            lease_secs: 120,
+            sweep_interval_ms: 1_000,
+            response_body_bytes: 1024,
+        }
+    }
+}
+
+/// `[[subscriptions]]`: an internal endpoint that catalog events are
+/// POSTed to, signed with Standard Webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSettings {
+    /// Same alphabet as source names.
+    pub name: String,
+    /// `https://…` (or `http://…`).
+    pub url: String,
+    /// Catalog type patterns: `invoice.*`, `payment.failed`, `*`.
+    pub types: Vec<String>,
+    /// Only events of this source.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Reference (`env:NAME`, `file:PATH`) to the `whsec_…` HMAC secret.
+    pub secret: String,
+    /// Reference to a `whsk_…` Ed25519 key: adds a `v1a` signature.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    #[serde(default = "default_subscription_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Delays before each retry (`5s`, `5m`, `2h`, `250ms`); after the last
+    /// one fails the message is a dead letter.
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: Vec<String>,
+    /// Allow targets on private, loopback and link-local addresses.
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// Dead letters in a row that disable the subscription; 0 = never.
+    #[serde(default = "default_disable_after")]
+    pub disable_after_dead_letters: u32,
+}
+
+pub fn default_subscription_timeout_ms() -> u64 {
+    10_000
+}
+
+/// About 32 hours of retries in all.
+pub fn default_retry_schedule() -> Vec<String> {
+    ["5s", "5m", "30m", "2h", "5h", "10h", "10h", "5h"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+pub fn default_disable_after() -> u32 {
+    5
 }
 
 /// What the retention task removes, and when. 0 days = keep for ever.
@@ -431,6 +511,33 @@ impl Settings {
                     r.dedupe_days
                 ),
             });
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            if !valid_source_name(&sub.name) {
+                return Err(ConfigError::Invalid {
+                    field: format!("subscriptions[{i}].name"),
+                    message: format!(
+                        "{:?} is not a valid subscription name (lowercase letters, digits, '-' and '_', 1 to 64 characters)",
+                        sub.name
+                    ),
+                });
+            }
+            if !names.insert(sub.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: format!("subscriptions[{i}].name"),
+                    message: format!("subscription {:?} is defined twice", sub.name),
+                });
+            }
+            if sub.timeout_ms == 0 || sub.timeout_ms >= self.push.lease_secs.saturating_mul(1000) {
+                return Err(ConfigError::Invalid {
+                    field: format!("subscriptions[{i}].timeout_ms"),
+                    message: format!(
+                        "must be above 0 and below push.lease_secs ({} s)",
+                        self.push.lease_secs
+                    ),
+                });
+            }
         }
         if self.queue.max_attempts == 0 {
             return Err(ConfigError::Invalid {
