@@ -185,6 +185,8 @@ pub struct TestApp {
     pub retention: Arc<hookgate::retention::Retention>,
     pub app_stats: Arc<hookgate::store::group_commit::Stats>,
     pub publisher: Option<Arc<hookgate::bus::Publisher>>,
+    /// Push subscriptions' router and dispatcher (`push.drain()`).
+    pub push: Arc<hookgate::push::Push>,
     pub db: TestDb,
     /// Keeps the test's files alive as long as the app.
     pub _dir: tempfile::TempDir,
@@ -285,6 +287,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
     let retention = app.retention();
     let app_stats = app.ingestor_stats();
     let publisher = app.publisher();
+    let push = app.push();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -294,6 +297,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
         retention,
         app_stats,
         publisher,
+        push,
         db,
         _dir: dir,
     }

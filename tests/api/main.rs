@@ -15,3 +15,4 @@ mod postgres;
 mod queue;
 mod retention;
 mod senders;
+mod subscriptions;
