@@ -1009,6 +1009,12 @@ impl Store for PgStore {
             .begin()
             .await
             .map_err(unavailable)?;
+        // The subscription row first (see `finish_message`).
+        let done = sqlx::query("DELETE FROM push_subscriptions WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         for statement in [
             "DELETE FROM push_attempts WHERE subscription = $1",
             "DELETE FROM push_messages WHERE subscription = $1",
@@ -1019,11 +1025,6 @@ impl Store for PgStore {
                 .await
                 .map_err(unavailable)?;
         }
-        let done = sqlx::query("DELETE FROM push_subscriptions WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
     }
@@ -1127,6 +1128,15 @@ impl Store for PgStore {
             .begin()
             .await
             .map_err(unavailable)?;
+        // The subscription row first, as `delete_subscription` does: a
+        // delete racing an attempt waits for it (or it for the delete)
+        // instead of deadlocking or orphaning the attempt row.
+        let streak: Option<i64> = sqlx::query_scalar(sql::COUNT_DEAD_STREAK)
+            .bind(&attempt.subscription)
+            .bind(outcome)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         sqlx::query(sql::FINISH_MESSAGE)
             .bind(&attempt.message_id)
             .bind(outcome)
@@ -1146,12 +1156,6 @@ impl Store for PgStore {
             .bind(&attempt.error)
             .bind(outcome)
             .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let streak: Option<i64> = sqlx::query_scalar(sql::COUNT_DEAD_STREAK)
-            .bind(&attempt.subscription)
-            .bind(outcome)
-            .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;

@@ -844,6 +844,12 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
+        // The subscription row first (see `finish_message`).
+        let done = sqlx::query("DELETE FROM push_subscriptions WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         for statement in [
             "DELETE FROM push_attempts WHERE subscription = $1",
             "DELETE FROM push_messages WHERE subscription = $1",
@@ -854,11 +860,6 @@ impl Store for SqliteStore {
                 .await
                 .map_err(unavailable)?;
         }
-        let done = sqlx::query("DELETE FROM push_subscriptions WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
     }
@@ -962,6 +963,15 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
+        // The subscription row first, as `delete_subscription` does: a
+        // delete racing an attempt waits for it (or it for the delete)
+        // instead of deadlocking or orphaning the attempt row.
+        let streak: Option<i64> = sqlx::query_scalar(sql::COUNT_DEAD_STREAK)
+            .bind(&attempt.subscription)
+            .bind(outcome)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         sqlx::query(sql::FINISH_MESSAGE)
             .bind(&attempt.message_id)
             .bind(outcome)
@@ -981,12 +991,6 @@ impl Store for SqliteStore {
             .bind(&attempt.error)
             .bind(outcome)
             .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let streak: Option<i64> = sqlx::query_scalar(sql::COUNT_DEAD_STREAK)
-            .bind(&attempt.subscription)
-            .bind(outcome)
-            .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
