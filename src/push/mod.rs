@@ -276,8 +276,8 @@ fn subscription_from_settings(
     let field = |name: &str| format!("subscriptions[{i}].{name}");
     target::parse_url(&s.url).map_err(|e| format!("{}: {e}", field("url")))?;
     parse_types(&s.types).map_err(|e| format!("{}: {e}", field("types")))?;
-    let schedule =
-        parse_schedule(&s.retry_schedule).map_err(|e| format!("{}: {e}", field("retry_schedule")))?;
+    let schedule = parse_schedule(&s.retry_schedule)
+        .map_err(|e| format!("{}: {e}", field("retry_schedule")))?;
     let secret = resolve_secret(&s.secret, &field("secret"), env).map_err(|e| e.to_string())?;
     check_key(&secret, false, &field("secret"))?;
     let signing_key = match &s.signing_key {
@@ -474,7 +474,9 @@ impl Push {
             .map(|s| (s.name.clone(), s))
             .collect();
         let attempts = futures_util::future::join_all(
-            claimed.iter().map(|m| self.attempt(m, subs.get(&m.subscription))),
+            claimed
+                .iter()
+                .map(|m| self.attempt(m, subs.get(&m.subscription))),
         )
         .await;
         for attempt in &attempts {
@@ -602,7 +604,13 @@ impl Push {
         };
         let secrets: Vec<&SecretString> = secret.into_iter().chain(previous).collect();
         let timestamp = now.div_euclid(1000);
-        let signature = signature_header(&secrets, signing_key, &m.event_id, timestamp, body.as_bytes())?;
+        let signature = signature_header(
+            &secrets,
+            signing_key,
+            &m.event_id,
+            timestamp,
+            body.as_bytes(),
+        )?;
         let client = if sub.allow_private {
             &self.open
         } else {
@@ -681,7 +689,8 @@ impl Push {
             provider_event_type: None,
             data,
         };
-        let payload_json = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let payload_json =
+            serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let disabled = self
             .store
             .disable_subscription(
@@ -715,7 +724,8 @@ impl Push {
                 req.name
             )));
         }
-        let url = target::parse_url(&req.url).map_err(|e| PushError::Invalid(format!("url: {e}")))?;
+        let url =
+            target::parse_url(&req.url).map_err(|e| PushError::Invalid(format!("url: {e}")))?;
         target::check_literal(&url, req.allow_private_targets)
             .map_err(|e| PushError::Invalid(format!("url: {e}")))?;
         parse_types(&req.types).map_err(|e| PushError::Invalid(format!("types: {e}")))?;
@@ -839,7 +849,9 @@ impl Push {
             return Err(PushError::Invalid("overlap_secs: at most a week".into()));
         }
         let generated = secret.is_none().then(generate_secret);
-        let new = secret.or_else(|| generated.clone()).ok_or(PushError::NotFound)?;
+        let new = secret
+            .or_else(|| generated.clone())
+            .ok_or(PushError::NotFound)?;
         check_key(&new, false, "secret").map_err(PushError::Invalid)?;
         let now = self.now_ms();
         let until = now + (overlap_secs as i64) * 1000;
@@ -948,9 +960,7 @@ fn matches(sub: &SubscriptionRecord, patterns: &[TypePattern], e: &StoredEvent) 
         Some(s) => s == e.source,
         None => true,
     };
-    e.seq > sub.start_seq
-        && source_ok
-        && patterns.iter().any(|p| p.matches(&e.event_type))
+    e.seq > sub.start_seq && source_ok && patterns.iter().any(|p| p.matches(&e.event_type))
 }
 
 #[cfg(test)]
@@ -996,15 +1006,27 @@ mod tests {
     fn entity_key_prefers_the_family_identifier_then_known_ones_then_source() {
         let e = |data: Value| json!({ "data": data }).to_string();
         assert_eq!(
-            entity_key("invoice.paid", "stripe", &e(json!({"customer_id": "c", "invoice_id": "in_1"}))),
+            entity_key(
+                "invoice.paid",
+                "stripe",
+                &e(json!({"customer_id": "c", "invoice_id": "in_1"}))
+            ),
             "stripe/invoice_id=in_1"
         );
         assert_eq!(
-            entity_key("payment.failed", "stripe", &e(json!({"invoice_id": "in_1", "payment_id": "pi"}))),
+            entity_key(
+                "payment.failed",
+                "stripe",
+                &e(json!({"invoice_id": "in_1", "payment_id": "pi"}))
+            ),
             "stripe/payment_id=pi"
         );
         assert_eq!(
-            entity_key("domain.renewed", "dns", &e(json!({"domain": "example.com"}))),
+            entity_key(
+                "domain.renewed",
+                "dns",
+                &e(json!({"domain": "example.com"}))
+            ),
             "dns/domain=example.com"
         );
         assert_eq!(
@@ -1028,7 +1050,8 @@ mod tests {
 
     #[test]
     fn check_key_refuses_wrong_kinds_without_echoing_them() {
-        let err = check_key(&SecretString::from("hunter2".to_string()), false, "secret").unwrap_err();
+        let err =
+            check_key(&SecretString::from("hunter2".to_string()), false, "secret").unwrap_err();
         assert!(err.contains("whsec_") && !err.contains("hunter2"), "{err}");
         check_key(&generate_secret(), false, "secret").unwrap();
         assert!(check_key(&generate_secret(), true, "signing_key").is_err());

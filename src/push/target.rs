@@ -109,9 +109,8 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = resolved
                 .iter()
                 .copied()
@@ -119,10 +118,10 @@ impl Resolve for GuardedResolver {
                 .collect();
             if public.is_empty() {
                 let shown: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
-                return Err(Box::new(Refused(refusal(&format!(
-                    "{host} ({})",
-                    shown.join(", ")
-                )))) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(Refused(refusal(&format!("{host} ({})", shown.join(", ")))))
+                        as Box<dyn std::error::Error + Send + Sync>,
+                );
             }
             Ok(Box::new(public.into_iter()) as Addrs)
         })
@@ -162,7 +161,9 @@ mod tests {
     #[test]
     fn check_literal_refuses_private_literals_unless_allowed() {
         let url = parse_url("http://127.0.0.1:9/hook").unwrap();
-        assert!(check_literal(&url, false).unwrap_err().contains("127.0.0.1"));
+        assert!(check_literal(&url, false)
+            .unwrap_err()
+            .contains("127.0.0.1"));
         check_literal(&url, true).unwrap();
         let v6 = parse_url("http://[::1]/hook").unwrap();
         assert!(check_literal(&v6, false).is_err());

@@ -31,8 +31,8 @@ use super::{
     QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord, Retry, Store,
     StoreError, StoreResult, StoredEvent, SubscriptionRecord, SubscriptionStatus, Transition,
 };
-use secrecy::{ExposeSecret, SecretString};
 use crate::catalog::TypePattern;
+use secrecy::{ExposeSecret, SecretString};
 
 /// The advisory lock that orders catalog event sequence values.
 const EVENT_SEQ_LOCK: i64 = 0x686f_6f6b_6761_7465; // "hookgate"
@@ -926,11 +926,7 @@ impl Store for PgStore {
         subs: &[NewSubscription],
         now_ms: i64,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for sub in subs {
             sqlx::query(sql::UPSERT_CONFIG_SUBSCRIPTION)
                 .bind(&sub.name)
@@ -956,7 +952,11 @@ impl Store for PgStore {
             .bind(sql::json_list(&sub.types))
             .bind(&sub.source)
             .bind(sub.secret.as_ref().map(|s| s.expose_secret().to_string()))
-            .bind(sub.signing_key.as_ref().map(|s| s.expose_secret().to_string()))
+            .bind(
+                sub.signing_key
+                    .as_ref()
+                    .map(|s| s.expose_secret().to_string()),
+            )
             .bind(sub.timeout_ms)
             .bind(sql::json_list(&sub.retry_schedule_ms))
             .bind(sub.allow_private)
@@ -1004,11 +1004,7 @@ impl Store for PgStore {
     }
 
     async fn delete_subscription(&self, name: &str) -> StoreResult<bool> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // The subscription row first (see `finish_message`).
         let done = sqlx::query("DELETE FROM push_subscriptions WHERE name = $1")
             .bind(name)
@@ -1051,11 +1047,7 @@ impl Store for PgStore {
         if messages.is_empty() {
             return Ok(0);
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let mut n = 0;
         for chunk in messages.chunks(MESSAGE_ROWS_PER_STATEMENT) {
             n += sql::enqueue_messages::<Postgres>(chunk)
@@ -1075,11 +1067,7 @@ impl Store for PgStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<ClaimedMessage>> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // SKIP LOCKED: instances claim disjoint messages without waiting;
         // a message whose earlier sibling another instance holds is not
         // due (the NOT EXISTS sees that sibling unfinished).
@@ -1123,11 +1111,7 @@ impl Store for PgStore {
             MessageOutcome::Dead => (now_ms, attempt.error.as_deref()),
         };
         let outcome = attempt.outcome.as_str();
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // The subscription row first, as `delete_subscription` does: a
         // delete racing an attempt waits for it (or it for the delete)
         // instead of deadlocking or orphaning the attempt row.
@@ -1169,11 +1153,7 @@ impl Store for PgStore {
         event: &NewEvent,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query(sql::DISABLE_SUBSCRIPTION)
             .bind(name)
             .bind(reason)
@@ -1230,17 +1210,21 @@ impl Store for PgStore {
         now_ms: i64,
     ) -> StoreResult<u64> {
         let done = match message_id {
-            Some(id) => sqlx::query(&format!("{} AND id = $3", sql::REPLAY_MESSAGES))
-                .bind(subscription)
-                .bind(now_ms)
-                .bind(id)
-                .execute(&self.pool)
-                .await,
-            None => sqlx::query(sql::REPLAY_MESSAGES)
-                .bind(subscription)
-                .bind(now_ms)
-                .execute(&self.pool)
-                .await,
+            Some(id) => {
+                sqlx::query(&format!("{} AND id = $3", sql::REPLAY_MESSAGES))
+                    .bind(subscription)
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query(sql::REPLAY_MESSAGES)
+                    .bind(subscription)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await
+            }
         }
         .map_err(unavailable)?;
         Ok(done.rows_affected())

@@ -18,8 +18,8 @@ use super::{
     QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord, Retry, Store,
     StoreError, StoreResult, StoredEvent, SubscriptionRecord, SubscriptionStatus, Transition,
 };
-use secrecy::{ExposeSecret, SecretString};
 use crate::catalog::TypePattern;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Rows per multi-row statement: 14 parameters a delivery row keeps a
 /// statement far below SQLite's 32 766 bound parameters.
@@ -789,7 +789,11 @@ impl Store for SqliteStore {
             .bind(sql::json_list(&sub.types))
             .bind(&sub.source)
             .bind(sub.secret.as_ref().map(|s| s.expose_secret().to_string()))
-            .bind(sub.signing_key.as_ref().map(|s| s.expose_secret().to_string()))
+            .bind(
+                sub.signing_key
+                    .as_ref()
+                    .map(|s| s.expose_secret().to_string()),
+            )
             .bind(sub.timeout_ms)
             .bind(sql::json_list(&sub.retry_schedule_ms))
             .bind(sub.allow_private)
@@ -1076,17 +1080,21 @@ impl Store for SqliteStore {
     ) -> StoreResult<u64> {
         let _writer = self.write.lock().await;
         let done = match message_id {
-            Some(id) => sqlx::query(&format!("{} AND id = $3", sql::REPLAY_MESSAGES))
-                .bind(subscription)
-                .bind(now_ms)
-                .bind(id)
-                .execute(&self.pool)
-                .await,
-            None => sqlx::query(sql::REPLAY_MESSAGES)
-                .bind(subscription)
-                .bind(now_ms)
-                .execute(&self.pool)
-                .await,
+            Some(id) => {
+                sqlx::query(&format!("{} AND id = $3", sql::REPLAY_MESSAGES))
+                    .bind(subscription)
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query(sql::REPLAY_MESSAGES)
+                    .bind(subscription)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await
+            }
         }
         .map_err(unavailable)?;
         Ok(done.rows_affected())

@@ -227,7 +227,9 @@ async fn push(app: &TestApp) -> usize {
 
 async fn attempts(app: &TestApp, name: &str) -> Vec<Value> {
     let (status, page) = app
-        .get(&format!("/v1/admin/subscriptions/{name}/attempts?limit=100"))
+        .get(&format!(
+            "/v1/admin/subscriptions/{name}/attempts?limit=100"
+        ))
         .await;
     assert_eq!(status, 200, "{page}");
     let mut rows = page["attempts"].as_array().unwrap().clone();
@@ -257,7 +259,10 @@ async fn subscriptions_deliver_signed_catalog_events(backend: Backend) {
     )
     .await;
     // No secret given: one was generated, and is shown this once.
-    let secret = created["secret"].as_str().expect("a generated secret").to_string();
+    let secret = created["secret"]
+        .as_str()
+        .expect("a generated secret")
+        .to_string();
     assert!(secret.starts_with("whsec_"));
     receiver.add_secret(&secret);
     ingest(&app, &[("evt_push_1", "in_1"), ("evt_push_2", "in_2")]).await;
@@ -447,9 +452,17 @@ async fn subscriptions_keep_order_per_entity_under_failures(backend: Backend) {
 
     push(&app).await;
     // B is not held up by A; A's second event waits behind its first.
-    let accepted: Vec<String> = receiver.accepted().into_iter().map(|r| r.webhook_id).collect();
+    let accepted: Vec<String> = receiver
+        .accepted()
+        .into_iter()
+        .map(|r| r.webhook_id)
+        .collect();
     assert_eq!(accepted, b);
-    let sent: Vec<String> = receiver.received().into_iter().map(|r| r.webhook_id).collect();
+    let sent: Vec<String> = receiver
+        .received()
+        .into_iter()
+        .map(|r| r.webhook_id)
+        .collect();
     assert!(!sent.contains(&a[1]), "A2 went out before A1: {sent:?}");
 
     app.clock.advance_ms(1_500);
@@ -506,7 +519,11 @@ async fn subscriptions_pause_and_resume(backend: Backend) {
     let (_, pending) = app
         .get("/v1/admin/subscriptions/pausable/messages?status=pending")
         .await;
-    assert_eq!(pending["messages"].as_array().unwrap().len(), 1, "{pending}");
+    assert_eq!(
+        pending["messages"].as_array().unwrap().len(),
+        1,
+        "{pending}"
+    );
 
     let (status, resumed) = app
         .post("/v1/admin/subscriptions/pausable/resume", None)
@@ -545,7 +562,10 @@ async fn subscriptions_rotate_secret_with_overlap(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{rotated}");
-    assert!(rotated.get("secret").is_none(), "a given secret is not echoed");
+    assert!(
+        rotated.get("secret").is_none(),
+        "a given secret is not echoed"
+    );
     assert!(rotated["signing"]["previous_secret_signs_until"].is_string());
     ingest(&app, &[("evt_rot_2", "in_2")]).await;
     push(&app).await;
@@ -566,7 +586,10 @@ async fn subscriptions_rotate_secret_with_overlap(backend: Backend) {
     let got = receiver.received();
     assert_eq!(got.len(), 3);
     assert_eq!(got[0].verified, vec![true, false, false]);
-    assert_eq!((got[1].verified.clone(), got[1].signatures), (vec![true, true, false], 2));
+    assert_eq!(
+        (got[1].verified.clone(), got[1].signatures),
+        (vec![true, true, false], 2)
+    );
     assert_eq!(
         (got[2].verified.clone(), got[2].signatures),
         (vec![false, false, false, true], 1)
