@@ -135,6 +135,10 @@ pub struct RetentionSettings {
     pub dedupe_days: u32,
     /// How often the task runs; 0 = never (tests run it by hand).
     pub interval_secs: u64,
+    /// Push messages delivered this many days ago, with their attempts.
+    /// Dead letters stay until an operator replays them or deletes the
+    /// subscription.
+    pub push_days: u32,
 }
 
 impl Default for RetentionSettings {
@@ -144,6 +148,7 @@ impl Default for RetentionSettings {
             rejections_days: 30,
             dedupe_days: 30,
             interval_secs: 3600,
+            push_days: 7,
         }
     }
 }

@@ -295,6 +295,9 @@ mod tests {
         ) -> StoreResult<Vec<crate::store::PushAttemptRecord>> {
             self.inner.list_push_attempts(a, b, c, d).await
         }
+        async fn purge_push_messages(&self, a: i64, b: u32) -> StoreResult<u64> {
+            self.inner.purge_push_messages(a, b).await
+        }
         async fn replay_messages(&self, a: &str, b: Option<&str>, c: i64) -> StoreResult<u64> {
             self.inner.replay_messages(a, b, c).await
         }

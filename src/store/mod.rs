@@ -786,6 +786,11 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<u64>;
 
+    /// Retention: delivered push messages last updated before
+    /// `before_ms`, with their attempts, at most `chunk` per transaction.
+    /// Returns how many messages went.
+    async fn purge_push_messages(&self, before_ms: i64, chunk: u32) -> StoreResult<u64>;
+
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;
 

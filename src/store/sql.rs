@@ -761,6 +761,10 @@ pub const REPLAY_MESSAGES: &str = "UPDATE push_messages SET status = 'pending', 
      next_attempt_at = $2, lease_until = NULL, last_error = NULL, updated_at = $2 \
      WHERE subscription = $1 AND status = 'dead'";
 
+/// Retention: delivered messages last updated before `$1`, at most `$2`.
+pub const EXPIRED_PUSH_MESSAGES: &str = "SELECT id FROM push_messages \
+     WHERE status = 'delivered' AND updated_at < $1 LIMIT $2";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1100,6 +1100,41 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_push_messages(&self, before_ms: i64, chunk: u32) -> StoreResult<u64> {
+        let chunk = i64::from(chunk.max(1));
+        let mut purged = 0;
+        loop {
+            let _writer = self.write.lock().await;
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(unavailable)?;
+            let ids: Vec<String> = sqlx::query_scalar(sql::EXPIRED_PUSH_MESSAGES)
+                .bind(before_ms)
+                .bind(chunk)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                break;
+            }
+            for (table, column) in [("push_attempts", "message_id"), ("push_messages", "id")] {
+                sql::delete_in::<Sqlite>(table, column, &ids)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)?;
+            purged += ids.len() as u64;
+            if (ids.len() as i64) < chunk {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1 FROM _sqlx_migrations LIMIT 1")
             .execute(&self.pool)

@@ -34,6 +34,9 @@ struct Received {
     /// Per secret of `Receiver::secrets`, whether the signature verified.
     verified: Vec<bool>,
     signatures: usize,
+    /// A `v1a` signature verified with the Standard Webhooks test key pair
+    /// (`sw_public_key`), by ed25519-dalek.
+    v1a: bool,
     /// What it answered (0 for a hang).
     status: u16,
 }
@@ -152,6 +155,12 @@ async fn receive(
         body: json,
         verified,
         signatures: header("webhook-signature").split(' ').count(),
+        v1a: v1a_verifies(
+            &header("webhook-id"),
+            &header("webhook-timestamp"),
+            &body,
+            &header("webhook-signature"),
+        ),
         status: match answer {
             Answer::Status(code, _) => code,
             Answer::Hang => 0,
@@ -167,6 +176,31 @@ async fn receive(
             HttpResponse::Ok().finish()
         }
     }
+}
+
+/// Whether one of the `v1a,` entries is an Ed25519 signature of
+/// `{id}.{timestamp}.{body}` by the RFC 8032 test key.
+fn v1a_verifies(id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    let public = sw_public_key();
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&public["whpk_".len()..])
+    else {
+        return false;
+    };
+    let Ok(key) = VerifyingKey::try_from(bytes.as_slice()) else {
+        return false;
+    };
+    let signed = [format!("{id}.{timestamp}.").as_bytes(), body].concat();
+    header
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1a,"))
+        .any(|sig| {
+            base64::engine::general_purpose::STANDARD
+                .decode(sig)
+                .ok()
+                .and_then(|b| Signature::from_slice(&b).ok())
+                .is_some_and(|sig| key.verify(&signed, &sig).is_ok())
+        })
 }
 
 /// The receiver's `standardwebhooks` checks the timestamp against the wall
@@ -294,6 +328,74 @@ async fn subscriptions_deliver_signed_catalog_events(backend: Backend) {
     assert_eq!(one["status"], "active");
     assert_eq!(one["managed_by"], "api");
     assert!(one.get("secret").is_none());
+    assert!(!got[0].v1a, "no signing key, no v1a");
+
+    // Retention removes delivered messages and their attempts after
+    // push_days (7 by default).
+    app.clock.advance_ms(8 * 24 * 3600 * 1000);
+    app.retention.run_once().await.unwrap();
+    assert!(attempts(&app, "billing").await.is_empty());
+    let (_, messages) = app.get("/v1/admin/subscriptions/billing/messages").await;
+    assert_eq!(messages["messages"], json!([]));
+}
+
+/// Two instances on one PostgreSQL database push every event exactly once,
+/// in order per entity.
+#[tokio::test]
+async fn subscriptions_two_instances_deliver_each_message_once() {
+    let first = push_app(Backend::Postgres).await;
+    let second = spawn_app_with(Spawn {
+        backend: Backend::Postgres,
+        db_url: Some(first.db.url.clone()),
+        ..Spawn::default()
+    })
+    .await;
+    second.clock.set_unix(time_of(&first));
+    let receiver = Receiver::start(&[SW_SECRET]);
+    create(
+        &first,
+        json!({
+            "name": "shared",
+            "url": receiver.url(),
+            "types": ["*"],
+            "secret": SW_SECRET,
+            "allow_private_targets": true,
+        }),
+    )
+    .await;
+    let invoices: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("evt_two_{i}"), format!("in_{}", i % 3)))
+        .collect();
+    let refs: Vec<(&str, &str)> = invoices
+        .iter()
+        .map(|(e, i)| (e.as_str(), i.as_str()))
+        .collect();
+    ingest(&first, &refs).await;
+    // Queue the messages, then let both instances' dispatchers compete:
+    // three entities, so each claim round holds at most three messages.
+    while first.push.route_once().await.unwrap() != Some(0) {}
+    let (a, b) = tokio::join!(push(&first), push(&second));
+    assert_eq!(a + b, 12, "each message sent once ({a} + {b})");
+    let got = receiver.received();
+    let mut ids: Vec<&str> = got.iter().map(|r| r.webhook_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12);
+    assert!(got.iter().all(|r| r.verified == vec![true]));
+    let events = first.all_events().await;
+    for inv in ["in_0", "in_1", "in_2"] {
+        let expected: Vec<&str> = events
+            .iter()
+            .filter(|e| e["data"]["invoice_id"] == inv)
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        let arrived: Vec<&str> = got
+            .iter()
+            .filter(|r| r.body["data"]["invoice_id"] == inv)
+            .map(|r| r.webhook_id.as_str())
+            .collect();
+        assert_eq!(arrived, expected, "{inv} in catalog order");
+    }
 }
 
 async fn subscriptions_retry_after_500_and_timeout(backend: Backend) {
@@ -719,6 +821,7 @@ async fn subscriptions_from_config_are_upserted_and_protected(backend: Backend) 
     let got = receiver.received();
     assert_eq!(got[0].verified, vec![true]);
     assert_eq!(got[0].signatures, 2, "v1 and v1a");
+    assert!(got[0].v1a, "the v1a signature verifies with the public key");
 
     let response = app
         .client
