@@ -65,16 +65,20 @@ pub struct Loaded {
     pub catalog: Arc<Catalog>,
     pub registry: Arc<Registry>,
     pub sources: usize,
+    pub subscriptions: usize,
 }
 
 pub fn load_definitions(settings: &Settings, env: &dyn SecretEnv) -> Result<Loaded, StartupError> {
     let catalog = Arc::new(Catalog::load(&settings.paths.catalog)?);
     let registry = Arc::new(Registry::load(&settings.paths.providers, &catalog)?);
     let sources = build_sources(settings, &registry, env)?;
+    let subscriptions = crate::push::check_subscriptions(&settings.subscriptions, env)
+        .map_err(StartupError::Push)?;
     Ok(Loaded {
         catalog,
         registry,
         sources: sources.len(),
+        subscriptions,
     })
 }
 

@@ -309,6 +309,18 @@ fn subscription_from_settings(
     ))
 }
 
+/// `hookgate check`: every `[[subscriptions]]` entry checked and its
+/// secrets resolved, as at start; returns how many there are.
+pub fn check_subscriptions(
+    subscriptions: &[SubscriptionSettings],
+    env: &dyn SecretEnv,
+) -> Result<usize, String> {
+    for (i, s) in subscriptions.iter().enumerate() {
+        subscription_from_settings(i, s, env)?;
+    }
+    Ok(subscriptions.len())
+}
+
 fn client(guarded: bool) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -804,15 +816,15 @@ impl Push {
             .ok_or(PushError::NotFound)
     }
 
-    /// Delete an API-managed subscription (a config one would come back at
-    /// the next start).
+    /// Delete an API-managed subscription, or a config one that is no
+    /// longer in the config file (one that is would come back at the next
+    /// start).
     pub async fn delete(&self, name: &str) -> Result<(), PushError> {
-        let sub = self
-            .store
+        self.store
             .get_subscription(name)
             .await?
             .ok_or(PushError::NotFound)?;
-        if sub.managed_by == ManagedBy::Config {
+        if self.config_keys.contains_key(name) {
             return Err(PushError::Conflict(
                 "this subscription is defined in the config file; remove it there (pause it meanwhile)"
                     .into(),

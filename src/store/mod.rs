@@ -690,7 +690,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Push subscriptions from the config file: inserted, or updated in
     /// place (status, counters and messages kept; stored secrets cleared,
-    /// the config's references sign).
+    /// the config's references sign). Config subscriptions the file no
+    /// longer names are disabled, in the same transaction.
     async fn upsert_config_subscriptions(
         &self,
         subs: &[NewSubscription],

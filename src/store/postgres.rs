@@ -942,6 +942,12 @@ impl Store for PgStore {
                 .await
                 .map_err(unavailable)?;
         }
+        let names: Vec<String> = subs.iter().map(|s| s.name.clone()).collect();
+        sql::disable_removed_config_subscriptions::<Postgres>(&names, now_ms)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
 

@@ -527,7 +527,8 @@ pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
 
 /// A config-file subscription. `$1` name, `$2` url, `$3` types, `$4`
 /// source, `$5` timeout, `$6` schedule, `$7` allow private, `$8` disable
-/// after, `$9` now. New ones start after the newest catalog event.
+/// after, `$9` now. New ones start after the newest catalog event; one
+/// back in the file after it was removed is active again.
 pub const UPSERT_CONFIG_SUBSCRIPTION: &str = "INSERT INTO push_subscriptions (name, url, types, \
      source, secret, previous_secret, previous_until, signing_key, timeout_ms, retry_schedule, \
      allow_private, disable_after, status, managed_by, start_seq, created_at, updated_at) \
@@ -536,7 +537,38 @@ pub const UPSERT_CONFIG_SUBSCRIPTION: &str = "INSERT INTO push_subscriptions (na
      ON CONFLICT (name) DO UPDATE SET url = $2, types = $3, source = $4, secret = NULL, \
        previous_secret = NULL, previous_until = NULL, signing_key = NULL, timeout_ms = $5, \
        retry_schedule = $6, allow_private = $7, disable_after = $8, managed_by = 'config', \
-       updated_at = $9";
+       updated_at = $9, \
+       status = CASE WHEN push_subscriptions.status_reason = 'no longer in the config file' \
+         THEN 'active' ELSE push_subscriptions.status END, \
+       status_reason = CASE WHEN push_subscriptions.status_reason = 'no longer in the config file' \
+         THEN NULL ELSE push_subscriptions.status_reason END";
+
+/// Config subscriptions the config file no longer names: disabled (their
+/// secrets are gone with the file), kept for their dead letters.
+pub fn disable_removed_config_subscriptions<'a, DB: Database>(
+    names: &'a [String],
+    now_ms: i64,
+) -> QueryBuilder<'a, DB>
+where
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "UPDATE push_subscriptions SET status = 'disabled', \
+         status_reason = 'no longer in the config file', updated_at = ",
+    );
+    qb.push_bind(now_ms)
+        .push(" WHERE managed_by = 'config' AND status <> 'disabled'");
+    if !names.is_empty() {
+        qb.push(" AND name NOT IN (");
+        let mut list = qb.separated(", ");
+        for n in names {
+            list.push_bind(n.as_str());
+        }
+        qb.push(")");
+    }
+    qb
+}
 
 /// An API-created subscription. `$1` name, `$2` url, `$3` types, `$4`
 /// source, `$5` secret, `$6` signing key, `$7` timeout, `$8` schedule,

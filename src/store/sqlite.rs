@@ -778,6 +778,12 @@ impl Store for SqliteStore {
                 .await
                 .map_err(unavailable)?;
         }
+        let names: Vec<String> = subs.iter().map(|s| s.name.clone()).collect();
+        sql::disable_removed_config_subscriptions::<Sqlite>(&names, now_ms)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
 

@@ -835,6 +835,29 @@ async fn subscriptions_from_config_are_upserted_and_protected(backend: Backend) 
         .post("/v1/admin/subscriptions/configured/rotate-secret", None)
         .await;
     assert_eq!(status, 409);
+
+    // Started with a config that no longer names it: disabled, and then an
+    // operator may delete it.
+    let later = spawn_app_with(Spawn {
+        backend,
+        db_url: Some(app.db.url.clone()),
+        ..Spawn::default()
+    })
+    .await;
+    let (_, sub) = later.get("/v1/admin/subscriptions/configured").await;
+    assert_eq!(sub["status"], "disabled", "{sub}");
+    assert_eq!(sub["status_reason"], "no longer in the config file");
+    let response = later
+        .client
+        .delete(format!(
+            "{}/v1/admin/subscriptions/configured",
+            later.address
+        ))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
 }
 
 async fn subscriptions_are_woken_by_new_events(backend: Backend) {
