@@ -41,6 +41,10 @@ pub mod metrics {
     pub const OLDEST_PENDING: &str = "hookgate_oldest_pending_age_seconds";
     pub const PUBLISH_LAG: &str = "hookgate_publish_lag_events";
     pub const RETENTION_REMOVED: &str = "hookgate_retention_removed_total";
+    /// Push subscription attempts by subscription and outcome (`delivered`,
+    /// `failed`, `dead`).
+    pub const PUSH_ATTEMPTS: &str = "hookgate_push_attempts_total";
+    pub const PUSH_DISABLED: &str = "hookgate_push_subscriptions_disabled_total";
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -409,12 +409,9 @@ impl Push {
     /// One router round: queue messages for the catalog events after the
     /// cursor. `Ok(None)` when another instance routes.
     pub async fn route_once(&self) -> Result<Option<usize>, StoreError> {
+        // The cursor moves on even without subscriptions: retention waits
+        // for every sink's cursor, this one's included.
         let subs = self.store.list_subscriptions().await?;
-        if subs.is_empty() {
-            // No cursor row until there is something to route: an idle
-            // router must not hold retention back.
-            return Ok(Some(0));
-        }
         let now = self.now_ms();
         let Some(mut cursor) = self
             .store
@@ -424,7 +421,7 @@ impl Push {
             return Ok(None);
         };
         // Nothing before the oldest subscription's start is for anyone.
-        let oldest = subs.iter().map(|s| s.start_seq).min().unwrap_or(0);
+        let oldest = subs.iter().map(|s| s.start_seq).min().unwrap_or(cursor);
         if cursor < oldest {
             self.store
                 .advance_sink(ROUTER_SINK, &self.owner, oldest)
@@ -494,7 +491,7 @@ impl Push {
         for attempt in &attempts {
             let streak = self.store.finish_message(attempt, self.now_ms()).await?;
             let label = attempt.subscription.clone();
-            metrics::counter!(PUSH_ATTEMPTS, "subscription" => label.clone(), "outcome" => attempt.outcome.as_str())
+            metrics::counter!(crate::telemetry::metrics::PUSH_ATTEMPTS, "subscription" => label.clone(), "outcome" => attempt.outcome.as_str())
                 .increment(1);
             if attempt.outcome != MessageOutcome::Dead {
                 continue;
@@ -718,6 +715,8 @@ impl Push {
             )
             .await?;
         if disabled {
+            metrics::counter!(crate::telemetry::metrics::PUSH_DISABLED, "subscription" => sub.name.clone())
+                .increment(1);
             tracing::warn!(subscription = %sub.name, streak, "push subscription disabled");
             self.events_wake.notify_waiters();
         }
@@ -964,8 +963,6 @@ impl Push {
         vec![router, dispatcher]
     }
 }
-
-const PUSH_ATTEMPTS: &str = "hookgate_push_attempts_total";
 
 fn matches(sub: &SubscriptionRecord, patterns: &[TypePattern], e: &StoredEvent) -> bool {
     let source_ok = match sub.source.as_deref() {
