@@ -735,6 +735,13 @@ impl Push {
                 req.name
             )));
         }
+        if let Some(source) = req.source.as_deref().filter(|s| !s.is_empty()) {
+            if !crate::config::valid_source_name(source) {
+                return Err(PushError::Invalid(format!(
+                    "source: {source:?} is not a source name"
+                )));
+            }
+        }
         let url =
             target::parse_url(&req.url).map_err(|e| PushError::Invalid(format!("url: {e}")))?;
         target::check_literal(&url, req.allow_private_targets)

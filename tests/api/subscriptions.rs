@@ -20,6 +20,8 @@ use crate::helpers::*;
 #[derive(Clone)]
 enum Answer {
     Status(u16, &'static str),
+    /// A redirect to this URL.
+    Redirect(u16, String),
     /// Answer only after the client gave up.
     Hang,
 }
@@ -34,6 +36,7 @@ struct Received {
     /// Per secret of `Receiver::secrets`, whether the signature verified.
     verified: Vec<bool>,
     signatures: usize,
+    timestamp: i64,
     /// A `v1a` signature verified with the Standard Webhooks test key pair
     /// (`sw_public_key`), by ed25519-dalek.
     v1a: bool,
@@ -155,14 +158,15 @@ async fn receive(
         body: json,
         verified,
         signatures: header("webhook-signature").split(' ').count(),
+        timestamp: header("webhook-timestamp").parse().unwrap_or(0),
         v1a: v1a_verifies(
             &header("webhook-id"),
             &header("webhook-timestamp"),
             &body,
             &header("webhook-signature"),
         ),
-        status: match answer {
-            Answer::Status(code, _) => code,
+        status: match &answer {
+            Answer::Status(code, _) | Answer::Redirect(code, _) => *code,
             Answer::Hang => 0,
         },
     });
@@ -170,6 +174,11 @@ async fn receive(
     match answer {
         Answer::Status(code, text) => {
             HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).body(text)
+        }
+        Answer::Redirect(code, location) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                .insert_header(("location", location))
+                .finish()
         }
         Answer::Hang => {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -433,6 +442,10 @@ async fn subscriptions_retry_after_500_and_timeout(backend: Backend) {
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|r| r.verified == vec![true]));
     assert!(got.iter().all(|r| r.webhook_id == got[0].webhook_id));
+    assert!(
+        got[2].timestamp >= got[0].timestamp + 3,
+        "each attempt is signed afresh"
+    );
     let log = attempts(&app, "retrying").await;
     let outcomes: Vec<&str> = log.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["failed", "failed", "delivered"], "{log:?}");
@@ -447,6 +460,39 @@ async fn subscriptions_retry_after_500_and_timeout(backend: Backend) {
     );
     assert_eq!(log[2]["status_code"], 204);
     assert_eq!(log[2]["attempt"], 3);
+}
+
+async fn subscriptions_treat_redirects_as_failures(backend: Backend) {
+    let app = push_app(backend).await;
+    let receiver = Receiver::start(&[SW_SECRET]);
+    let elsewhere = format!("http://127.0.0.1:{}/elsewhere", receiver.port);
+    receiver.answer(move |_| Answer::Redirect(307, elsewhere.clone()));
+    create(
+        &app,
+        json!({
+            "name": "redirected",
+            "url": receiver.url(),
+            "types": ["*"],
+            "secret": SW_SECRET,
+            "retry_schedule": ["1s"],
+            "allow_private_targets": true,
+        }),
+    )
+    .await;
+    ingest(&app, &[("evt_redirect_1", "in_r")]).await;
+    push(&app).await;
+    assert_eq!(receiver.received().len(), 1, "the redirect is not followed");
+    let log = attempts(&app, "redirected").await;
+    assert_eq!(log[0]["outcome"], "failed");
+    assert_eq!(log[0]["status_code"], 307);
+    assert!(
+        log[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("redirects are not followed"),
+        "{}",
+        log[0]
+    );
 }
 
 async fn subscriptions_dead_letter_and_replay(backend: Backend) {
@@ -922,6 +968,7 @@ async fn subscriptions_validate_requests(backend: Backend) {
         (with("secret", json!("hunter2")), "secret"),
         (with("retry_schedule", json!(["5 days"])), "retry_schedule"),
         (with("timeout_ms", json!(0)), "timeout_ms"),
+        (with("source", json!("../stripe")), "source"),
     ] {
         let (status, answer) = app.post("/v1/admin/subscriptions", Some(body)).await;
         assert_eq!(status, 400, "{answer}");
@@ -944,6 +991,7 @@ async fn subscriptions_validate_requests(backend: Backend) {
 crate::backend_tests!(
     subscriptions_deliver_signed_catalog_events,
     subscriptions_retry_after_500_and_timeout,
+    subscriptions_treat_redirects_as_failures,
     subscriptions_dead_letter_and_replay,
     subscriptions_keep_order_per_entity_under_failures,
     subscriptions_pause_and_resume,
