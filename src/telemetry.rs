@@ -45,6 +45,9 @@ pub mod metrics {
     /// `failed`, `dead`).
     pub const PUSH_ATTEMPTS: &str = "hookgate_push_attempts_total";
     pub const PUSH_DISABLED: &str = "hookgate_push_subscriptions_disabled_total";
+    /// Undelivered push messages by subscription and status (a gauge read
+    /// at scrape time).
+    pub const PUSH_BACKLOG: &str = "hookgate_push_messages";
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -145,6 +145,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         for (sink, lag) in stats.sink_lag {
             let _ = writeln!(text, "{}{{sink=\"{sink}\"}} {lag}", m::PUBLISH_LAG);
         }
+        let _ = writeln!(text, "# TYPE {} gauge", m::PUSH_BACKLOG);
+        for (subscription, status, n) in stats.push_backlog {
+            let _ = writeln!(
+                text,
+                "{}{{subscription=\"{subscription}\",status=\"{status}\"}} {n}",
+                m::PUSH_BACKLOG
+            );
+        }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

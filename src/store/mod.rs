@@ -302,6 +302,8 @@ pub struct QueueStats {
     pub oldest_waiting_ms: Option<i64>,
     /// Events each sink has yet to publish.
     pub sink_lag: Vec<(String, i64)>,
+    /// Push messages not yet delivered: (subscription, status, count).
+    pub push_backlog: Vec<(String, String, i64)>,
 }
 
 /// What an operator's change of a delivery's status found.

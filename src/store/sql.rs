@@ -793,6 +793,11 @@ pub const REPLAY_MESSAGES: &str = "UPDATE push_messages SET status = 'pending', 
      next_attempt_at = $2, lease_until = NULL, last_error = NULL, updated_at = $2 \
      WHERE subscription = $1 AND status = 'dead'";
 
+/// The push backlog for `/metrics`: undelivered messages per subscription
+/// and status.
+pub const PUSH_BACKLOG: &str = "SELECT subscription, status, count(*) FROM push_messages \
+     WHERE status <> 'delivered' GROUP BY subscription, status";
+
 /// Retention: delivered messages last updated before `$1`, at most `$2`.
 pub const EXPIRED_PUSH_MESSAGES: &str = "SELECT id FROM push_messages \
      WHERE status = 'delivered' AND updated_at < $1 LIMIT $2";

@@ -585,10 +585,15 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
+        let push_backlog: Vec<(String, String, i64)> = sqlx::query_as(sql::PUSH_BACKLOG)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(QueueStats {
             by_status,
             oldest_waiting_ms,
             sink_lag,
+            push_backlog,
         })
     }
 

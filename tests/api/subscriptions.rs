@@ -529,6 +529,19 @@ async fn subscriptions_dead_letter_and_replay(backend: Backend) {
     let log = attempts(&app, "flaky").await;
     assert_eq!(log.len(), 2);
     assert_eq!(log[1]["outcome"], "dead");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookgate_push_messages{subscription=\"flaky\",status=\"dead\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(log[1]["response_body"], "down for maintenance");
 
     receiver.answer(|_| Answer::Status(200, "ok"));
