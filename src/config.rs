@@ -708,6 +708,34 @@ mod tests {
     }
 
     #[test]
+    fn settings_read_subscriptions_with_defaults_and_name_bad_fields() {
+        let s = Settings::from_toml(
+            "[[subscriptions]]\nname = \"billing\"\nurl = \"https://b.example.com/h\"\n\
+             types = [\"invoice.*\"]\nsecret = \"env:BILLING_PUSH_SECRET\"\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let sub = &s.subscriptions[0];
+        assert_eq!(sub.timeout_ms, 10_000);
+        assert_eq!(sub.retry_schedule, default_retry_schedule());
+        assert_eq!(sub.disable_after_dead_letters, 5);
+        assert!(!sub.allow_private_targets);
+        for (toml, field) in [
+            (
+                "[[subscriptions]]\nname = \"Bad\"\nurl = \"https://x\"\ntypes = [\"*\"]\nsecret = \"env:S\"\n",
+                "subscriptions[0].name",
+            ),
+            (
+                "[[subscriptions]]\nname = \"a\"\nurl = \"https://x\"\ntypes = [\"*\"]\nsecret = \"env:S\"\ntimeout_ms = 600000\n",
+                "subscriptions[0].timeout_ms",
+            ),
+        ] {
+            let err = Settings::from_toml(toml, Path::new("/")).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[test]
     fn settings_reject_duplicate_sources_naming_field() {
         let err = Settings::from_toml(
             "[[sources]]\nname=\"a\"\nprovider=\"stripe\"\n[[sources]]\nname=\"a\"\nprovider=\"stripe\"\n",
