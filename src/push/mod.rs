@@ -44,7 +44,7 @@ use crate::store::{
 use crate::verify::{self, SchemeConfig, StandardWebhooksConfig};
 
 /// The `sinks` row of the router's cursor and lease.
-pub const ROUTER_SINK: &str = "push";
+pub use crate::store::PUSH_ROUTER_SINK as ROUTER_SINK;
 /// The catalog type recorded when a subscription is disabled.
 pub const DISABLED_TYPE: &str = "hookgate.subscription.disabled";
 const ROUTER_LEASE_MS: i64 = 15_000;
@@ -409,9 +409,13 @@ impl Push {
     /// One router round: queue messages for the catalog events after the
     /// cursor. `Ok(None)` when another instance routes.
     pub async fn route_once(&self) -> Result<Option<usize>, StoreError> {
-        // The cursor moves on even without subscriptions: retention waits
-        // for every sink's cursor, this one's included.
         let subs = self.store.list_subscriptions().await?;
+        if subs.is_empty() {
+            // No cursor row while there is nothing to route (the store
+            // drops it with the last subscription): an idle router neither
+            // writes nor holds retention back.
+            return Ok(Some(0));
+        }
         let now = self.now_ms();
         let Some(mut cursor) = self
             .store
@@ -421,7 +425,7 @@ impl Push {
             return Ok(None);
         };
         // Nothing before the oldest subscription's start is for anyone.
-        let oldest = subs.iter().map(|s| s.start_seq).min().unwrap_or(cursor);
+        let oldest = subs.iter().map(|s| s.start_seq).min().unwrap_or(0);
         if cursor < oldest {
             self.store
                 .advance_sink(ROUTER_SINK, &self.owner, oldest)
@@ -466,6 +470,11 @@ impl Push {
     /// One dispatcher round: claim due messages, send them concurrently,
     /// record each attempt. Returns how many were sent.
     pub async fn deliver_once(&self) -> Result<usize, StoreError> {
+        let subs = self.store.list_subscriptions().await?;
+        if !subs.iter().any(|s| s.status == SubscriptionStatus::Active) {
+            // Nothing can be due: skip the claim, a write transaction.
+            return Ok(0);
+        }
         let now = self.now_ms();
         let lease_until = now + (self.settings.lease_secs as i64) * 1000;
         let claimed = self
@@ -475,13 +484,21 @@ impl Push {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let subs: HashMap<String, SubscriptionRecord> = self
-            .store
-            .list_subscriptions()
-            .await?
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
+        // The list read before the claim serves, unless a claimed message
+        // belongs to a subscription created since.
+        let subs: HashMap<String, SubscriptionRecord> = if claimed
+            .iter()
+            .all(|m| subs.iter().any(|s| s.name == m.subscription))
+        {
+            subs.into_iter().map(|s| (s.name.clone(), s)).collect()
+        } else {
+            self.store
+                .list_subscriptions()
+                .await?
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect()
+        };
         let attempts = futures_util::future::join_all(
             claimed
                 .iter()

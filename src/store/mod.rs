@@ -324,6 +324,11 @@ pub enum Retry {
     Dead,
 }
 
+/// The `sinks` row of the push router's cursor and lease. It goes with the
+/// last subscription (`delete_subscription`), so a gateway without
+/// subscriptions has no cursor holding retention back.
+pub const PUSH_ROUTER_SINK: &str = "push";
+
 /// Whether a push subscription is being delivered to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -719,7 +724,8 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<bool>;
 
-    /// The subscription, its messages and their attempts.
+    /// The subscription, its messages and their attempts (and the push
+    /// router's cursor row when it was the last subscription).
     async fn delete_subscription(&self, name: &str) -> StoreResult<bool>;
 
     /// An API-managed subscription's new secret; the current one keeps

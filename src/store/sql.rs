@@ -587,6 +587,11 @@ pub const SET_SUBSCRIPTION_STATUS: &str = "UPDATE push_subscriptions SET status 
      consecutive_dead = CASE WHEN $2 = 'active' THEN 0 ELSE consecutive_dead END \
      WHERE name = $1";
 
+/// The push router's cursor row, once no subscription is left. `$1` its
+/// name.
+pub const DROP_IDLE_ROUTER: &str = "DELETE FROM sinks WHERE name = $1 \
+     AND NOT EXISTS (SELECT 1 FROM push_subscriptions)";
+
 /// `$1` name, `$2` new secret, `$3` old one signs until, `$4` now.
 pub const ROTATE_SECRET: &str = "UPDATE push_subscriptions SET previous_secret = secret, \
      previous_until = $3, secret = $2, updated_at = $4 WHERE name = $1 AND managed_by = 'api'";

@@ -875,6 +875,11 @@ impl Store for SqliteStore {
                 .await
                 .map_err(unavailable)?;
         }
+        sqlx::query(sql::DROP_IDLE_ROUTER)
+            .bind(super::PUSH_ROUTER_SINK)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
     }
