@@ -100,6 +100,10 @@ pub struct SubscriptionSettings {
     /// Dead letters in a row that disable the subscription; 0 = never.
     #[serde(default = "default_disable_after")]
     pub disable_after_dead_letters: u32,
+    /// Hours of failed attempts without a delivered one that disable the
+    /// subscription; 0 = never.
+    #[serde(default)]
+    pub disable_after_failing_hours: u32,
 }
 
 pub fn default_subscription_timeout_ms() -> u64 {

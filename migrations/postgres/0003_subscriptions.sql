@@ -17,11 +17,13 @@ CREATE TABLE push_subscriptions (
     retry_schedule       TEXT NOT NULL,
     allow_private        BOOLEAN NOT NULL DEFAULT FALSE,
     disable_after        BIGINT NOT NULL,
+    disable_after_hours  BIGINT NOT NULL DEFAULT 0,
     status               TEXT NOT NULL CHECK (status IN ('active','paused','disabled')),
     status_reason        TEXT,
     managed_by           TEXT NOT NULL CHECK (managed_by IN ('config','api')),
     start_seq            BIGINT NOT NULL,
     consecutive_dead     BIGINT NOT NULL DEFAULT 0,
+    failing_since        BIGINT,
     created_at           BIGINT NOT NULL,
     updated_at           BIGINT NOT NULL
 );

@@ -44,11 +44,13 @@ CREATE TABLE push_subscriptions (
     retry_schedule       TEXT NOT NULL,          -- JSON array of delays (ms)
     allow_private        INTEGER NOT NULL DEFAULT 0,
     disable_after        INTEGER NOT NULL,       -- consecutive dead letters; 0 = never
+    disable_after_hours  INTEGER NOT NULL DEFAULT 0,  -- failing without a success this long; 0 = never
     status               TEXT NOT NULL CHECK (status IN ('active','paused','disabled')),
     status_reason        TEXT,
     managed_by           TEXT NOT NULL CHECK (managed_by IN ('config','api')),
     start_seq            INTEGER NOT NULL,       -- events up to this seq are not for it
     consecutive_dead     INTEGER NOT NULL DEFAULT 0,
+    failing_since        INTEGER,                -- first failure since the last success
     created_at           INTEGER NOT NULL,
     updated_at           INTEGER NOT NULL
 );

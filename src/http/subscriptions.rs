@@ -45,7 +45,9 @@ fn subscription_json(state: &AppState, s: &SubscriptionRecord) -> Value {
         "retry_schedule": s.retry_schedule_ms.iter().map(|ms| format_delay(*ms)).collect::<Vec<_>>(),
         "allow_private_targets": s.allow_private,
         "disable_after_dead_letters": s.disable_after,
+        "disable_after_failing_hours": s.disable_after_hours,
         "consecutive_dead_letters": s.consecutive_dead,
+        "failing_since": s.failing_since_ms.map(time),
         "signing": {
             "v1": true,
             "v1a": state.push.signs_v1a(s),
@@ -121,6 +123,7 @@ pub struct CreateBody {
     #[serde(default)]
     allow_private_targets: bool,
     disable_after_dead_letters: Option<u32>,
+    disable_after_failing_hours: Option<u32>,
 }
 
 /// `POST /v1/admin/subscriptions`: 201 with the subscription, and
@@ -145,6 +148,7 @@ pub async fn create(
             retry_schedule: body.retry_schedule,
             allow_private_targets: body.allow_private_targets,
             disable_after_dead_letters: body.disable_after_dead_letters,
+            disable_after_failing_hours: body.disable_after_failing_hours,
         })
         .await?;
     let mut answer = subscription_json(&state, &record);

@@ -38,8 +38,8 @@ use crate::clock::{from_unix_ms, rfc3339, unix_ms, Clock};
 use crate::config::{resolve_secret, PushSettings, SecretEnv, SubscriptionSettings};
 use crate::ingest::new_id;
 use crate::store::{
-    ClaimedMessage, DynStore, ManagedBy, MessageOutcome, NewEvent, NewMessage, NewSubscription,
-    PushAttempt, StoreError, StoredEvent, SubscriptionRecord, SubscriptionStatus,
+    ClaimedMessage, DynStore, FailureStreak, ManagedBy, MessageOutcome, NewEvent, NewMessage,
+    NewSubscription, PushAttempt, StoreError, StoredEvent, SubscriptionRecord, SubscriptionStatus,
 };
 use crate::verify::{self, SchemeConfig, StandardWebhooksConfig};
 
@@ -247,6 +247,7 @@ pub struct CreateRequest {
     pub retry_schedule: Option<Vec<String>>,
     pub allow_private_targets: bool,
     pub disable_after_dead_letters: Option<u32>,
+    pub disable_after_failing_hours: Option<u32>,
 }
 
 pub struct Push {
@@ -301,6 +302,7 @@ fn subscription_from_settings(
             retry_schedule_ms: schedule,
             allow_private: s.allow_private_targets,
             disable_after: s.disable_after_dead_letters,
+            disable_after_hours: s.disable_after_failing_hours,
         },
         ConfigKeys {
             secret,
@@ -510,13 +512,12 @@ impl Push {
             let label = attempt.subscription.clone();
             metrics::counter!(crate::telemetry::metrics::PUSH_ATTEMPTS, "subscription" => label.clone(), "outcome" => attempt.outcome.as_str())
                 .increment(1);
-            if attempt.outcome != MessageOutcome::Dead {
+            let Some(sub) = subs.get(&attempt.subscription) else {
                 continue;
-            }
-            if let Some(sub) = subs.get(&attempt.subscription) {
-                if sub.disable_after > 0 && streak >= sub.disable_after {
-                    self.disable(sub, streak, attempt.error.as_deref()).await?;
-                }
+            };
+            if let Some(reason) = disable_reason(sub, &streak, attempt, self.now_ms()) {
+                self.disable(sub, &reason, streak.dead_letters, attempt.error.as_deref())
+                    .await?;
             }
         }
         Ok(claimed.len())
@@ -679,11 +680,11 @@ impl Push {
     async fn disable(
         &self,
         sub: &SubscriptionRecord,
+        reason: &str,
         streak: u32,
         last_error: Option<&str>,
     ) -> Result<(), StoreError> {
         let now = self.now_ms();
-        let reason = format!("{streak} dead letters in a row");
         let mut data = json!({
             "subscription": sub.name,
             "reason": reason,
@@ -721,7 +722,7 @@ impl Push {
             .store
             .disable_subscription(
                 &sub.name,
-                &reason,
+                reason,
                 &NewEvent {
                     id,
                     event_type: DISABLED_TYPE.into(),
@@ -799,6 +800,7 @@ impl Push {
             disable_after: req
                 .disable_after_dead_letters
                 .unwrap_or_else(crate::config::default_disable_after),
+            disable_after_hours: req.disable_after_failing_hours.unwrap_or(0),
         };
         if !self.store.create_subscription(&sub, self.now_ms()).await? {
             return Err(PushError::Conflict(format!(
@@ -985,6 +987,29 @@ impl Push {
             })
         };
         vec![router, dispatcher]
+    }
+}
+
+/// Why an attempt's outcome disables its subscription, if it does.
+fn disable_reason(
+    sub: &SubscriptionRecord,
+    streak: &FailureStreak,
+    attempt: &PushAttempt,
+    now_ms: i64,
+) -> Option<String> {
+    match attempt.outcome {
+        MessageOutcome::Delivered => None,
+        MessageOutcome::Dead
+            if sub.disable_after > 0 && streak.dead_letters >= sub.disable_after =>
+        {
+            Some(format!("{} dead letters in a row", streak.dead_letters))
+        }
+        _ => {
+            let hours = i64::from(sub.disable_after_hours);
+            let since = streak.failing_since_ms?;
+            (hours > 0 && now_ms - since >= hours * 3_600_000)
+                .then(|| format!("failing without a delivery for {hours} hours or more"))
+        }
     }
 }
 

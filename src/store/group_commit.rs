@@ -265,7 +265,11 @@ mod tests {
         ) -> StoreResult<Vec<crate::store::ClaimedMessage>> {
             self.inner.claim_messages(a, b, c).await
         }
-        async fn finish_message(&self, a: &crate::store::PushAttempt, b: i64) -> StoreResult<u32> {
+        async fn finish_message(
+            &self,
+            a: &crate::store::PushAttempt,
+            b: i64,
+        ) -> StoreResult<crate::store::FailureStreak> {
             self.inner.finish_message(a, b).await
         }
         async fn disable_subscription(

@@ -400,12 +400,16 @@ pub struct SubscriptionRecord {
     pub allow_private: bool,
     /// Consecutive dead letters that disable it; 0 = never.
     pub disable_after: u32,
+    /// Hours of failures without a success that disable it; 0 = never.
+    pub disable_after_hours: u32,
     pub status: SubscriptionStatus,
     pub status_reason: Option<String>,
     pub managed_by: ManagedBy,
     /// Catalog events up to this `seq` predate it.
     pub start_seq: i64,
     pub consecutive_dead: u32,
+    /// The first failed attempt since the last delivered one.
+    pub failing_since_ms: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -423,6 +427,16 @@ pub struct NewSubscription {
     pub retry_schedule_ms: Vec<i64>,
     pub allow_private: bool,
     pub disable_after: u32,
+    pub disable_after_hours: u32,
+}
+
+/// How a subscription has been failing, after an attempt was recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailureStreak {
+    /// Dead letters in a row.
+    pub dead_letters: u32,
+    /// The first failure since the last success; `None` after a success.
+    pub failing_since_ms: Option<i64>,
 }
 
 /// One catalog event to push to one subscription.
@@ -752,8 +766,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<ClaimedMessage>>;
 
     /// Record an attempt and the message's new state in one transaction;
-    /// returns the subscription's dead letters in a row.
-    async fn finish_message(&self, attempt: &PushAttempt, now_ms: i64) -> StoreResult<u32>;
+    /// returns how the subscription has been failing.
+    async fn finish_message(
+        &self,
+        attempt: &PushAttempt,
+        now_ms: i64,
+    ) -> StoreResult<FailureStreak>;
 
     /// Disable an active subscription and record `event` (a catalog event
     /// of hookgate's own) in one transaction; `false` when it was not

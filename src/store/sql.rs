@@ -442,9 +442,10 @@ where
 /// The columns `SubscriptionRow` reads.
 pub const SUBSCRIPTION_COLUMNS: &str = "name, url, types, source, secret, previous_secret, \
      previous_until, signing_key, CAST(timeout_ms AS BIGINT) AS timeout_ms, retry_schedule, \
-     allow_private, CAST(disable_after AS BIGINT) AS disable_after, status, status_reason, \
+     allow_private, CAST(disable_after AS BIGINT) AS disable_after, \
+     CAST(disable_after_hours AS BIGINT) AS disable_after_hours, status, status_reason, \
      managed_by, CAST(start_seq AS BIGINT) AS start_seq, \
-     CAST(consecutive_dead AS BIGINT) AS consecutive_dead, created_at, updated_at";
+     CAST(consecutive_dead AS BIGINT) AS consecutive_dead, failing_since, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 pub struct SubscriptionRow {
@@ -460,11 +461,13 @@ pub struct SubscriptionRow {
     retry_schedule: String,
     allow_private: bool,
     disable_after: i64,
+    disable_after_hours: i64,
     status: String,
     status_reason: Option<String>,
     managed_by: String,
     start_seq: i64,
     consecutive_dead: i64,
+    failing_since: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -497,11 +500,13 @@ impl TryFrom<SubscriptionRow> for SubscriptionRecord {
             retry_schedule_ms,
             allow_private: r.allow_private,
             disable_after: r.disable_after.clamp(0, i64::from(u32::MAX)) as u32,
+            disable_after_hours: r.disable_after_hours.clamp(0, i64::from(u32::MAX)) as u32,
             status,
             status_reason: r.status_reason,
             managed_by,
             start_seq: r.start_seq,
             consecutive_dead: r.consecutive_dead.clamp(0, i64::from(u32::MAX)) as u32,
+            failing_since_ms: r.failing_since,
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
         })
@@ -527,17 +532,18 @@ pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
 
 /// A config-file subscription. `$1` name, `$2` url, `$3` types, `$4`
 /// source, `$5` timeout, `$6` schedule, `$7` allow private, `$8` disable
-/// after, `$9` now. New ones start after the newest catalog event; one
+/// after (dead letters), `$9` now, `$10` disable after (hours). New ones start after the newest catalog event; one
 /// back in the file after it was removed is active again.
 pub const UPSERT_CONFIG_SUBSCRIPTION: &str = "INSERT INTO push_subscriptions (name, url, types, \
      source, secret, previous_secret, previous_until, signing_key, timeout_ms, retry_schedule, \
-     allow_private, disable_after, status, managed_by, start_seq, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, NULL, NULL, NULL, NULL, $5, $6, $7, $8, 'active', 'config', \
+     allow_private, disable_after, disable_after_hours, status, managed_by, start_seq, \
+     created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, NULL, NULL, NULL, NULL, $5, $6, $7, $8, $10, 'active', 'config', \
        (SELECT coalesce(max(seq), 0) FROM events), $9, $9) \
      ON CONFLICT (name) DO UPDATE SET url = $2, types = $3, source = $4, secret = NULL, \
        previous_secret = NULL, previous_until = NULL, signing_key = NULL, timeout_ms = $5, \
-       retry_schedule = $6, allow_private = $7, disable_after = $8, managed_by = 'config', \
-       updated_at = $9, \
+       retry_schedule = $6, allow_private = $7, disable_after = $8, \
+       disable_after_hours = $10, managed_by = 'config', updated_at = $9, \
        status = CASE WHEN push_subscriptions.status_reason = 'no longer in the config file' \
          THEN 'active' ELSE push_subscriptions.status END, \
        status_reason = CASE WHEN push_subscriptions.status_reason = 'no longer in the config file' \
@@ -572,11 +578,13 @@ where
 
 /// An API-created subscription. `$1` name, `$2` url, `$3` types, `$4`
 /// source, `$5` secret, `$6` signing key, `$7` timeout, `$8` schedule,
-/// `$9` allow private, `$10` disable after, `$11` now.
+/// `$9` allow private, `$10` disable after (dead letters), `$11` now,
+/// `$12` disable after (hours).
 pub const CREATE_SUBSCRIPTION: &str = "INSERT INTO push_subscriptions (name, url, types, \
      source, secret, previous_secret, previous_until, signing_key, timeout_ms, retry_schedule, \
-     allow_private, disable_after, status, managed_by, start_seq, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6, $7, $8, $9, $10, 'active', 'api', \
+     allow_private, disable_after, disable_after_hours, status, managed_by, start_seq, \
+     created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6, $7, $8, $9, $10, $12, 'active', 'api', \
        (SELECT coalesce(max(seq), 0) FROM events), $11, $11) \
      ON CONFLICT (name) DO NOTHING";
 
@@ -584,7 +592,8 @@ pub const CREATE_SUBSCRIPTION: &str = "INSERT INTO push_subscriptions (name, url
 /// dead-letter streak.
 pub const SET_SUBSCRIPTION_STATUS: &str = "UPDATE push_subscriptions SET status = $2, \
      status_reason = $3, updated_at = $4, \
-     consecutive_dead = CASE WHEN $2 = 'active' THEN 0 ELSE consecutive_dead END \
+     consecutive_dead = CASE WHEN $2 = 'active' THEN 0 ELSE consecutive_dead END, \
+     failing_since = CASE WHEN $2 = 'active' THEN NULL ELSE failing_since END \
      WHERE name = $1";
 
 /// The push router's cursor row, once no subscription is left. `$1` its
@@ -658,12 +667,15 @@ pub const INSERT_PUSH_ATTEMPT: &str = "INSERT INTO push_attempts (message_id, su
      SELECT id, subscription, attempts, $2, $3, $4, $5, $6, $7, $8 FROM push_messages \
      WHERE id = $1";
 
-/// `$1` name, `$2` outcome: a delivery ends the dead-letter streak, a dead
-/// letter extends it.
+/// `$1` name, `$2` outcome, `$3` when the attempt failed: a delivery ends
+/// both streaks, a dead letter extends the dead-letter one, any failure
+/// starts the failing one if it isn't running.
 pub const COUNT_DEAD_STREAK: &str = "UPDATE push_subscriptions SET consecutive_dead = \
      CASE WHEN $2 = 'delivered' THEN 0 WHEN $2 = 'dead' THEN consecutive_dead + 1 \
-     ELSE consecutive_dead END WHERE name = $1 \
-     RETURNING CAST(consecutive_dead AS BIGINT)";
+     ELSE consecutive_dead END, \
+     failing_since = CASE WHEN $2 = 'delivered' THEN NULL \
+     ELSE coalesce(failing_since, $3) END WHERE name = $1 \
+     RETURNING CAST(consecutive_dead AS BIGINT), failing_since";
 
 pub const MESSAGE_COLUMNS: &str = "id, subscription, event_id, \
      CAST(event_seq AS BIGINT) AS event_seq, event_type, entity, status, \

@@ -13,10 +13,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use super::sql;
 use super::{
     AttemptOutcome, AttemptRecord, Claimed, ClaimedMessage, Completed, DeliveryFilter,
-    DeliveryRecord, DeliveryStatus, Inserted, MessageOutcome, MessageRecord, NewEvent, NewMessage,
-    NewRequest, NewSubscription, Position, Purge, Purged, PushAttempt, PushAttemptRecord,
-    QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord, Retry, Store,
-    StoreError, StoreResult, StoredEvent, SubscriptionRecord, SubscriptionStatus, Transition,
+    DeliveryRecord, DeliveryStatus, FailureStreak, Inserted, MessageOutcome, MessageRecord,
+    NewEvent, NewMessage, NewRequest, NewSubscription, Position, Purge, Purged, PushAttempt,
+    PushAttemptRecord, QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord,
+    Retry, Store, StoreError, StoreResult, StoredEvent, SubscriptionRecord, SubscriptionStatus,
+    Transition,
 };
 use crate::catalog::TypePattern;
 use secrecy::{ExposeSecret, SecretString};
@@ -779,6 +780,7 @@ impl Store for SqliteStore {
                 .bind(sub.allow_private)
                 .bind(i64::from(sub.disable_after))
                 .bind(now_ms)
+                .bind(i64::from(sub.disable_after_hours))
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
@@ -810,6 +812,7 @@ impl Store for SqliteStore {
             .bind(sub.allow_private)
             .bind(i64::from(sub.disable_after))
             .bind(now_ms)
+            .bind(i64::from(sub.disable_after_hours))
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -970,7 +973,11 @@ impl Store for SqliteStore {
         Ok(claimed)
     }
 
-    async fn finish_message(&self, attempt: &PushAttempt, now_ms: i64) -> StoreResult<u32> {
+    async fn finish_message(
+        &self,
+        attempt: &PushAttempt,
+        now_ms: i64,
+    ) -> StoreResult<FailureStreak> {
         let (next, error) = match attempt.outcome {
             MessageOutcome::Retry(at) => (at, attempt.error.as_deref()),
             MessageOutcome::Delivered => (now_ms, None),
@@ -986,9 +993,10 @@ impl Store for SqliteStore {
         // The subscription row first, as `delete_subscription` does: a
         // delete racing an attempt waits for it (or it for the delete)
         // instead of deadlocking or orphaning the attempt row.
-        let streak: Option<i64> = sqlx::query_scalar(sql::COUNT_DEAD_STREAK)
+        let streak: Option<(i64, Option<i64>)> = sqlx::query_as(sql::COUNT_DEAD_STREAK)
             .bind(&attempt.subscription)
             .bind(outcome)
+            .bind(attempt.started_at_ms)
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -1014,7 +1022,12 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(streak.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+        Ok(streak
+            .map(|(dead, since)| FailureStreak {
+                dead_letters: dead.clamp(0, i64::from(u32::MAX)) as u32,
+                failing_since_ms: since,
+            })
+            .unwrap_or_default())
     }
 
     async fn disable_subscription(

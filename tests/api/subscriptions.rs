@@ -845,6 +845,56 @@ async fn subscriptions_disable_after_dead_letters(backend: Backend) {
     assert_eq!(receiver.accepted().len(), 1);
 }
 
+async fn subscriptions_disable_after_failing_for_hours(backend: Backend) {
+    let app = push_app(backend).await;
+    let receiver = Receiver::start(&[SW_SECRET]);
+    receiver.answer(|_| Answer::Status(502, "bad gateway"));
+    create(
+        &app,
+        json!({
+            "name": "failing",
+            "url": receiver.url(),
+            "types": ["*"],
+            "secret": SW_SECRET,
+            "retry_schedule": ["1h", "1h", "1h", "1h"],
+            "disable_after_dead_letters": 0,
+            "disable_after_failing_hours": 2,
+            "allow_private_targets": true,
+        }),
+    )
+    .await;
+    ingest(&app, &[("evt_hours_1", "in_h")]).await;
+    push(&app).await;
+    let (_, sub) = app.get("/v1/admin/subscriptions/failing").await;
+    assert!(sub["failing_since"].is_string(), "{sub}");
+    app.clock.advance_ms(75 * 60 * 1000);
+    push(&app).await;
+    let (_, sub) = app.get("/v1/admin/subscriptions/failing").await;
+    assert_eq!(sub["status"], "active", "1 h 15 min of failures: {sub}");
+    app.clock.advance_ms(75 * 60 * 1000);
+    push(&app).await;
+    let (_, sub) = app.get("/v1/admin/subscriptions/failing").await;
+    assert_eq!(sub["status"], "disabled", "{sub}");
+    assert!(
+        sub["status_reason"].as_str().unwrap().contains("2 hours"),
+        "{sub}"
+    );
+    assert_eq!(receiver.received().len(), 3);
+    let disabled: Vec<Value> = app
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "hookgate.subscription.disabled")
+        .collect();
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(disabled[0]["data"]["last_error"], "HTTP 502");
+    // Resuming starts afresh: no failure is counted yet.
+    let (_, resumed) = app
+        .post("/v1/admin/subscriptions/failing/resume", None)
+        .await;
+    assert_eq!(resumed["failing_since"], Value::Null, "{resumed}");
+}
+
 async fn subscriptions_from_config_are_upserted_and_protected(backend: Backend) {
     let receiver = Receiver::start(&[SW_SECRET]);
     let url = receiver.url();
@@ -865,6 +915,7 @@ async fn subscriptions_from_config_are_upserted_and_protected(backend: Backend) 
                 retry_schedule: vec!["1s".into()],
                 allow_private_targets: true,
                 disable_after_dead_letters: 3,
+                disable_after_failing_hours: 0,
             }]
         },
     )
@@ -1019,6 +1070,7 @@ crate::backend_tests!(
     subscriptions_rotate_secret_with_overlap,
     subscriptions_refuse_private_targets,
     subscriptions_disable_after_dead_letters,
+    subscriptions_disable_after_failing_for_hours,
     subscriptions_from_config_are_upserted_and_protected,
     subscriptions_are_woken_by_new_events,
     subscriptions_validate_requests,
