@@ -438,6 +438,10 @@ impl Push {
         let Some(last) = events.last().map(|e| e.seq) else {
             return Ok(Some(0));
         };
+        // Read again after the events: a subscription created before they
+        // were read is matched; one created after starts past them
+        // (`start_seq`), so none misses an event it was due.
+        let subs = self.store.list_subscriptions().await?;
         let compiled: Vec<(&SubscriptionRecord, Vec<TypePattern>)> = subs
             .iter()
             .map(|s| (s, parse_types(&s.types).unwrap_or_default()))
@@ -675,8 +679,9 @@ impl Push {
         (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned())
     }
 
-    /// Disable a subscription after `streak` dead letters in a row and
-    /// record `hookgate.subscription.disabled`.
+    /// Disable a subscription that keeps failing (`reason` says how; its
+    /// dead letters in a row are `streak`) and record
+    /// `hookgate.subscription.disabled`.
     async fn disable(
         &self,
         sub: &SubscriptionRecord,
