@@ -223,11 +223,18 @@ pub struct RotateBody {
 pub async fn rotate(
     req: HttpRequest,
     name: web::Path<String>,
-    body: Option<web::Json<RotateBody>>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    // No body means the defaults; a body that doesn't parse is refused
+    // (a misspelt field must not rotate to a generated secret instead).
+    let body: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
     let (sub, generated) = state
         .push
         .rotate(

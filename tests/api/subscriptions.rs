@@ -734,6 +734,14 @@ async fn subscriptions_rotate_secret_with_overlap(backend: Backend) {
     ingest(&app, &[("evt_rot_2", "in_2")]).await;
     push(&app).await;
 
+    let (status, answer) = app
+        .post(
+            "/v1/admin/subscriptions/rotating/rotate-secret",
+            Some(json!({ "overlap": 0 })),
+        )
+        .await;
+    assert_eq!(status, 400, "a misspelt field rotates nothing: {answer}");
+
     // No overlap and no secret given: a generated one, shown once, alone.
     let (status, rotated) = app
         .post(
