@@ -19,6 +19,7 @@ use crate::config::{resolve_secret, ProcessEnv, SecretEnv, Settings};
 use crate::http::{self, AppState};
 use crate::ingest::{build_sources, Ingestor, SourceError};
 use crate::providers::{LoadError, Registry};
+use crate::push::Push;
 use crate::queue::Processor;
 use crate::retention::Retention;
 use crate::store::{self, DynStore, StoreError};
@@ -35,6 +36,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("bus: {0}")]
     Bus(String),
+    #[error("subscriptions: {0}")]
+    Push(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -62,16 +65,20 @@ pub struct Loaded {
     pub catalog: Arc<Catalog>,
     pub registry: Arc<Registry>,
     pub sources: usize,
+    pub subscriptions: usize,
 }
 
 pub fn load_definitions(settings: &Settings, env: &dyn SecretEnv) -> Result<Loaded, StartupError> {
     let catalog = Arc::new(Catalog::load(&settings.paths.catalog)?);
     let registry = Arc::new(Registry::load(&settings.paths.providers, &catalog)?);
     let sources = build_sources(settings, &registry, env)?;
+    let subscriptions = crate::push::check_subscriptions(&settings.subscriptions, env)
+        .map_err(StartupError::Push)?;
     Ok(Loaded {
         catalog,
         registry,
         sources: sources.len(),
+        subscriptions,
     })
 }
 
@@ -82,6 +89,7 @@ pub struct Application {
     processor: Arc<Processor>,
     retention: Arc<Retention>,
     publisher: Option<Arc<Publisher>>,
+    push: Arc<Push>,
     state: web::Data<AppState>,
     workers: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
@@ -150,6 +158,23 @@ impl Application {
         ));
         workers.extend(retention.clone().spawn(shutdown_rx.clone()));
         let instance = crate::ingest::new_id("inst", crate::clock::unix_ms(options.clock.now()));
+        let push = Arc::new(
+            Push::new(
+                store.clone(),
+                catalog.clone(),
+                options.clock.clone(),
+                settings.push.clone(),
+                &settings.subscriptions,
+                options.env.as_ref(),
+                instance.clone(),
+                events_wake.clone(),
+            )
+            .map_err(StartupError::Push)?,
+        );
+        push.upsert_config().await?;
+        if settings.queue.workers > 0 {
+            workers.extend(push.spawn(shutdown_rx.clone()));
+        }
         let publisher = match &settings.bus.nats {
             Some(nats) => {
                 let sink = NatsSink::connect(nats.clone())
@@ -178,6 +203,7 @@ impl Application {
             store: store.clone(),
             catalog,
             catalog_sources,
+            push: push.clone(),
             api_tokens,
             trusted_proxies: crate::config::parse_networks(
                 &settings.server.trusted_proxies,
@@ -223,6 +249,7 @@ impl Application {
             processor,
             retention,
             publisher,
+            push,
             state,
             workers,
             shutdown,
@@ -251,6 +278,12 @@ impl Application {
     /// with `drain` when queue workers are off).
     pub fn publisher(&self) -> Option<Arc<Publisher>> {
         self.publisher.clone()
+    }
+
+    /// The push subscriptions' router and dispatcher (tests drive them with
+    /// `drain` when queue workers are off).
+    pub fn push(&self) -> Arc<Push> {
+        self.push.clone()
     }
 
     /// Group-commit counters (commits vs. rows), for tests and benchmarks.

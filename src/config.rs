@@ -38,6 +38,90 @@ pub struct Settings {
     pub retention: RetentionSettings,
     #[serde(default)]
     pub sources: Vec<SourceSettings>,
+    #[serde(default)]
+    pub push: PushSettings,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionSettings>,
+}
+
+/// How push subscriptions are delivered (every subscription alike).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    /// Messages claimed (and sent concurrently) per round.
+    pub batch: u32,
+    /// How long a claim is held before another instance may take it over;
+    /// longer than any subscription's timeout.
+    pub lease_secs: u64,
+    /// The sweep for due retries; new catalog events wake the dispatcher
+    /// at once.
+    pub sweep_interval_ms: u64,
+    /// Bytes of an endpoint's answer kept with each attempt.
+    pub response_body_bytes: usize,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            batch: 16,
+            lease_secs: 120,
+            sweep_interval_ms: 1_000,
+            response_body_bytes: 1024,
+        }
+    }
+}
+
+/// `[[subscriptions]]`: an internal endpoint that catalog events are
+/// POSTed to, signed with Standard Webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSettings {
+    /// Same alphabet as source names.
+    pub name: String,
+    /// `https://…` (or `http://…`).
+    pub url: String,
+    /// Catalog type patterns: `invoice.*`, `payment.failed`, `*`.
+    pub types: Vec<String>,
+    /// Only events of this source.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Reference (`env:NAME`, `file:PATH`) to the `whsec_…` HMAC secret.
+    pub secret: String,
+    /// Reference to a `whsk_…` Ed25519 key: adds a `v1a` signature.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    #[serde(default = "default_subscription_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Delays before each retry (`5s`, `5m`, `2h`, `250ms`); after the last
+    /// one fails the message is a dead letter.
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: Vec<String>,
+    /// Allow targets on private, loopback and link-local addresses.
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// Dead letters in a row that disable the subscription; 0 = never.
+    #[serde(default = "default_disable_after")]
+    pub disable_after_dead_letters: u32,
+    /// Hours of failed attempts without a delivered one that disable the
+    /// subscription; 0 = never.
+    #[serde(default)]
+    pub disable_after_failing_hours: u32,
+}
+
+pub fn default_subscription_timeout_ms() -> u64 {
+    10_000
+}
+
+/// About 32 hours of retries in all.
+pub fn default_retry_schedule() -> Vec<String> {
+    ["5s", "5m", "30m", "2h", "5h", "10h", "10h", "5h"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+pub fn default_disable_after() -> u32 {
+    5
 }
 
 /// What the retention task removes, and when. 0 days = keep for ever.
@@ -57,6 +141,10 @@ pub struct RetentionSettings {
     pub dedupe_days: u32,
     /// How often the task runs; 0 = never (tests run it by hand).
     pub interval_secs: u64,
+    /// Push messages delivered this many days ago, with their attempts.
+    /// Dead letters stay until an operator replays them or deletes the
+    /// subscription.
+    pub push_days: u32,
 }
 
 impl Default for RetentionSettings {
@@ -66,6 +154,7 @@ impl Default for RetentionSettings {
             rejections_days: 30,
             dedupe_days: 30,
             interval_secs: 3600,
+            push_days: 7,
         }
     }
 }
@@ -536,6 +625,33 @@ impl Settings {
                 ),
             });
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            if !valid_source_name(&sub.name) {
+                return Err(ConfigError::Invalid {
+                    field: format!("subscriptions[{i}].name"),
+                    message: format!(
+                        "{:?} is not a valid subscription name (lowercase letters, digits, '-' and '_', 1 to 64 characters)",
+                        sub.name
+                    ),
+                });
+            }
+            if !names.insert(sub.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: format!("subscriptions[{i}].name"),
+                    message: format!("subscription {:?} is defined twice", sub.name),
+                });
+            }
+            if sub.timeout_ms == 0 || sub.timeout_ms >= self.push.lease_secs.saturating_mul(1000) {
+                return Err(ConfigError::Invalid {
+                    field: format!("subscriptions[{i}].timeout_ms"),
+                    message: format!(
+                        "must be above 0 and below push.lease_secs ({} s)",
+                        self.push.lease_secs
+                    ),
+                });
+            }
+        }
         if self.queue.max_attempts == 0 {
             return Err(ConfigError::Invalid {
                 field: "queue.max_attempts".into(),
@@ -710,6 +826,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("retention.raw_body_days"), "{err}");
+    }
+
+    #[test]
+    fn settings_read_subscriptions_with_defaults_and_name_bad_fields() {
+        let s = Settings::from_toml(
+            "[[subscriptions]]\nname = \"billing\"\nurl = \"https://b.example.com/h\"\n\
+             types = [\"invoice.*\"]\nsecret = \"env:BILLING_PUSH_SECRET\"\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let sub = &s.subscriptions[0];
+        assert_eq!(sub.timeout_ms, 10_000);
+        assert_eq!(sub.retry_schedule, default_retry_schedule());
+        assert_eq!(sub.disable_after_dead_letters, 5);
+        assert!(!sub.allow_private_targets);
+        for (toml, field) in [
+            (
+                "[[subscriptions]]\nname = \"Bad\"\nurl = \"https://x\"\ntypes = [\"*\"]\nsecret = \"env:S\"\n",
+                "subscriptions[0].name",
+            ),
+            (
+                "[[subscriptions]]\nname = \"a\"\nurl = \"https://x\"\ntypes = [\"*\"]\nsecret = \"env:S\"\ntimeout_ms = 600000\n",
+                "subscriptions[0].timeout_ms",
+            ),
+        ] {
+            let err = Settings::from_toml(toml, Path::new("/")).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod providers;
+pub mod push;
 pub mod queue;
 pub mod retention;
 pub mod store;

@@ -121,7 +121,7 @@ fn check(config: &Path) -> anyhow::Result<()> {
     )?;
     let loaded = app::load_definitions(&settings, &ProcessEnv)?;
     println!(
-        "ok: {} catalog types, {} providers ({}), {} sources",
+        "ok: {} catalog types, {} providers ({}), {} sources, {} push subscriptions",
         loaded.catalog.len(),
         loaded.registry.len(),
         loaded
@@ -130,7 +130,8 @@ fn check(config: &Path) -> anyhow::Result<()> {
             .map(|p| p.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        loaded.sources
+        loaded.sources,
+        loaded.subscriptions
     );
     Ok(())
 }

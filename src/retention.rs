@@ -2,7 +2,8 @@
 //! go — raw bodies of done deliveries, old rejections, and eventually done
 //! deliveries themselves (their dedupe keys, kept at least 7 days, longer
 //! than any sender retries). Dead and quarantined deliveries are never
-//! touched: they wait for an operator. Time comes from the injected clock,
+//! touched: they wait for an operator. Delivered push messages go after
+//! `push_days` (dead letters, like dead deliveries, stay). Time comes from the injected clock,
 //! so tests move it instead of sleeping and call `run_once`.
 
 use std::sync::Arc;
@@ -52,6 +53,17 @@ impl Retention {
     pub async fn run_once(&self) -> StoreResult<Purged> {
         let now_ms = unix_ms(self.clock.now());
         let purged = self.store.purge(&self.cutoffs(now_ms), now_ms).await?;
+        if self.settings.push_days > 0 {
+            let before = now_ms - i64::from(self.settings.push_days) * DAY_MS;
+            let n = self.store.purge_push_messages(before, CHUNK).await?;
+            if n > 0 {
+                metrics::counter!(m::RETENTION_REMOVED, "kind" => "push_message").increment(n);
+                tracing::info!(
+                    push_messages = n,
+                    "retention removed delivered push messages"
+                );
+            }
+        }
         for (kind, n) in [
             ("raw_body", purged.bodies),
             ("rejection", purged.rejections),

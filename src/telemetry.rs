@@ -153,6 +153,13 @@ pub mod metrics {
     pub const PUBLISH_LAG: &str = "hookgate_publish_lag_events";
     pub const PUBLISH_LAG_SECONDS: &str = "hookgate_publish_lag_seconds";
     pub const RETENTION_REMOVED: &str = "hookgate_retention_removed_total";
+    /// Push subscription attempts by subscription and outcome (`delivered`,
+    /// `failed`, `dead`).
+    pub const PUSH_ATTEMPTS: &str = "hookgate_push_attempts_total";
+    pub const PUSH_DISABLED: &str = "hookgate_push_subscriptions_disabled_total";
+    /// Undelivered push messages by subscription and status (a gauge read
+    /// at scrape time).
+    pub const PUSH_BACKLOG: &str = "hookgate_push_messages";
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -163,6 +163,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 .unwrap_or(0.0);
             let _ = writeln!(text, "{}{{sink=\"{sink}\"}} {age}", m::PUBLISH_LAG_SECONDS);
         }
+        let _ = writeln!(text, "# TYPE {} gauge", m::PUSH_BACKLOG);
+        for (subscription, status, n) in stats.push_backlog {
+            let _ = writeln!(
+                text,
+                "{}{{subscription=\"{subscription}\",status=\"{status}\"}} {n}",
+                m::PUSH_BACKLOG
+            );
+        }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::ingest::IngestError;
+use crate::push::PushError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,17 @@ impl ResponseError for ApiError {
             _ => {}
         }
         response.json(json!({ "error": error }))
+    }
+}
+
+impl From<PushError> for ApiError {
+    fn from(e: PushError) -> ApiError {
+        match e {
+            PushError::Invalid(m) => ApiError::BadRequest(m),
+            PushError::NotFound => ApiError::NotFound("no such subscription".into()),
+            PushError::Conflict(m) => ApiError::Conflict(m),
+            PushError::Store(e) => ApiError::Unavailable(e),
+        }
     }
 }
 

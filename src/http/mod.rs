@@ -9,6 +9,7 @@ pub mod error;
 pub mod ingress;
 pub mod stream;
 pub mod ui;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -27,6 +28,9 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Which provider events produce each catalog type (`GET /v1/catalog`).
     pub catalog_sources: Arc<crate::catalog::docs::Sources>,
+    /// Push subscriptions: the operator actions that need more than a
+    /// store call (validation, secrets, waking the dispatcher).
+    pub push: Arc<crate::push::Push>,
     pub api_tokens: Vec<SecretString>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -106,6 +110,50 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::get().to(admin::get_rejection),
     )
     .configure(ui::routes)
+    .service(
+        web::resource("/v1/admin/subscriptions")
+            .route(web::get().to(subscriptions::list))
+            .route(web::post().to(subscriptions::create))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/subscriptions/{name}")
+            .route(web::get().to(subscriptions::get))
+            .route(web::delete().to(subscriptions::delete))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .route(
+        "/v1/admin/subscriptions/{name}/pause",
+        web::post().to(subscriptions::pause),
+    )
+    .route(
+        "/v1/admin/subscriptions/{name}/resume",
+        web::post().to(subscriptions::resume),
+    )
+    .route(
+        "/v1/admin/subscriptions/{name}/rotate-secret",
+        web::post().to(subscriptions::rotate),
+    )
+    .route(
+        "/v1/admin/subscriptions/{name}/messages",
+        web::get().to(subscriptions::messages),
+    )
+    .route(
+        "/v1/admin/subscriptions/{name}/attempts",
+        web::get().to(subscriptions::attempts),
+    )
+    .route(
+        "/v1/admin/subscriptions/{name}/dead-letters",
+        web::get().to(subscriptions::dead_letters),
+    )
+    .route(
+        "/v1/admin/subscriptions/{name}/dead-letters/replay",
+        web::post().to(subscriptions::replay_all),
+    )
+    .route(
+        "/v1/admin/subscriptions/{name}/dead-letters/{id}/replay",
+        web::post().to(subscriptions::replay_one),
+    )
     .route("/metrics", web::get().to(api::metrics))
     .route("/healthz", web::get().to(api::healthz))
     .route("/readyz", web::get().to(api::readyz));

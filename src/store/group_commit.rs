@@ -217,6 +217,101 @@ mod tests {
         async fn release_sink(&self, a: &str, b: &str) -> StoreResult<()> {
             self.inner.release_sink(a, b).await
         }
+        async fn upsert_config_subscriptions(
+            &self,
+            a: &[crate::store::NewSubscription],
+            b: i64,
+        ) -> StoreResult<()> {
+            self.inner.upsert_config_subscriptions(a, b).await
+        }
+        async fn create_subscription(
+            &self,
+            a: &crate::store::NewSubscription,
+            b: i64,
+        ) -> StoreResult<bool> {
+            self.inner.create_subscription(a, b).await
+        }
+        async fn list_subscriptions(&self) -> StoreResult<Vec<crate::store::SubscriptionRecord>> {
+            self.inner.list_subscriptions().await
+        }
+        async fn get_subscription(
+            &self,
+            a: &str,
+        ) -> StoreResult<Option<crate::store::SubscriptionRecord>> {
+            self.inner.get_subscription(a).await
+        }
+        async fn set_subscription_status(
+            &self,
+            a: &str,
+            b: crate::store::SubscriptionStatus,
+            c: Option<&str>,
+            d: i64,
+        ) -> StoreResult<bool> {
+            self.inner.set_subscription_status(a, b, c, d).await
+        }
+        async fn delete_subscription(&self, a: &str) -> StoreResult<bool> {
+            self.inner.delete_subscription(a).await
+        }
+        async fn rotate_subscription_secret(
+            &self,
+            a: &str,
+            b: &secrecy::SecretString,
+            c: i64,
+            d: i64,
+        ) -> StoreResult<bool> {
+            self.inner.rotate_subscription_secret(a, b, c, d).await
+        }
+        async fn enqueue_messages(&self, a: &[crate::store::NewMessage]) -> StoreResult<u64> {
+            self.inner.enqueue_messages(a).await
+        }
+        async fn claim_messages(
+            &self,
+            a: i64,
+            b: i64,
+            c: u32,
+        ) -> StoreResult<Vec<crate::store::ClaimedMessage>> {
+            self.inner.claim_messages(a, b, c).await
+        }
+        async fn finish_message(
+            &self,
+            a: &crate::store::PushAttempt,
+            b: i64,
+        ) -> StoreResult<crate::store::FailureStreak> {
+            self.inner.finish_message(a, b).await
+        }
+        async fn disable_subscription(
+            &self,
+            a: &str,
+            b: &str,
+            c: &crate::store::NewEvent,
+            d: i64,
+        ) -> StoreResult<bool> {
+            self.inner.disable_subscription(a, b, c, d).await
+        }
+        async fn list_messages(
+            &self,
+            a: &str,
+            b: Option<&str>,
+            c: Option<i64>,
+            d: u32,
+        ) -> StoreResult<Vec<crate::store::MessageRecord>> {
+            self.inner.list_messages(a, b, c, d).await
+        }
+        async fn list_push_attempts(
+            &self,
+            a: &str,
+            b: Option<&str>,
+            c: Option<i64>,
+            d: u32,
+        ) -> StoreResult<Vec<crate::store::PushAttemptRecord>> {
+            self.inner.list_push_attempts(a, b, c, d).await
+        }
+        async fn purge_push_messages(&self, a: i64, b: u32) -> StoreResult<u64> {
+            self.inner.purge_push_messages(a, b).await
+        }
+        async fn replay_messages(&self, a: &str, b: Option<&str>, c: i64) -> StoreResult<u64> {
+            self.inner.replay_messages(a, b, c).await
+        }
         async fn requeue(
             &self,
             a: &str,

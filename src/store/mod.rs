@@ -12,6 +12,7 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use secrecy::SecretString;
 
 use crate::catalog::TypePattern;
 
@@ -304,6 +305,8 @@ pub struct QueueStats {
     /// When the oldest event each sink has yet to publish was stored
     /// (`None`: nothing pending).
     pub sink_oldest_pending_ms: Vec<(String, Option<i64>)>,
+    /// Push messages not yet delivered: (subscription, status, count).
+    pub push_backlog: Vec<(String, String, i64)>,
 }
 
 /// One source's traffic since a point in time, for the dashboard's
@@ -340,6 +343,217 @@ pub enum Transition {
 pub enum Retry {
     At(i64),
     Dead,
+}
+
+/// The `sinks` row of the push router's cursor and lease. It goes with the
+/// last subscription (`delete_subscription`), so a gateway without
+/// subscriptions has no cursor holding retention back.
+pub const PUSH_ROUTER_SINK: &str = "push";
+
+/// Whether a push subscription is being delivered to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionStatus {
+    Active,
+    /// Paused by an operator: messages queue up and go out on resume.
+    Paused,
+    /// Paused automatically after too many dead letters in a row.
+    Disabled,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Paused => "paused",
+            SubscriptionStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SubscriptionStatus> {
+        Some(match s {
+            "active" => SubscriptionStatus::Active,
+            "paused" => SubscriptionStatus::Paused,
+            "disabled" => SubscriptionStatus::Disabled,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a subscription is defined: the config file (upserted at start,
+/// its secrets stay in the config's references) or the admin API (its
+/// secrets are stored, so every instance can sign).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedBy {
+    Config,
+    Api,
+}
+
+impl ManagedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManagedBy::Config => "config",
+            ManagedBy::Api => "api",
+        }
+    }
+}
+
+/// A push subscription as stored. Secrets are `SecretString`s, so `Debug`
+/// never prints them.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRecord {
+    pub name: String,
+    pub url: String,
+    /// Type patterns (`invoice.*`, `payment.failed`).
+    pub types: Vec<String>,
+    pub source: Option<String>,
+    /// `whsec_…`; `None` when managed by config.
+    pub secret: Option<SecretString>,
+    /// The secret before the last rotation, still signing until
+    /// `previous_until_ms`.
+    pub previous_secret: Option<SecretString>,
+    pub previous_until_ms: Option<i64>,
+    /// `whsk_…` (Ed25519, v1a); `None` when managed by config.
+    pub signing_key: Option<SecretString>,
+    pub timeout_ms: i64,
+    pub retry_schedule_ms: Vec<i64>,
+    pub allow_private: bool,
+    /// Consecutive dead letters that disable it; 0 = never.
+    pub disable_after: u32,
+    /// Hours of failures without a success that disable it; 0 = never.
+    pub disable_after_hours: u32,
+    pub status: SubscriptionStatus,
+    pub status_reason: Option<String>,
+    pub managed_by: ManagedBy,
+    /// Catalog events up to this `seq` predate it.
+    pub start_seq: i64,
+    pub consecutive_dead: u32,
+    /// The first failed attempt since the last delivered one.
+    pub failing_since_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What creating (API) or upserting (config) a subscription writes.
+#[derive(Debug, Clone)]
+pub struct NewSubscription {
+    pub name: String,
+    pub url: String,
+    pub types: Vec<String>,
+    pub source: Option<String>,
+    pub secret: Option<SecretString>,
+    pub signing_key: Option<SecretString>,
+    pub timeout_ms: i64,
+    pub retry_schedule_ms: Vec<i64>,
+    pub allow_private: bool,
+    pub disable_after: u32,
+    pub disable_after_hours: u32,
+}
+
+/// How a subscription has been failing, after an attempt was recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailureStreak {
+    /// Dead letters in a row.
+    pub dead_letters: u32,
+    /// The first failure since the last success; `None` after a success.
+    pub failing_since_ms: Option<i64>,
+}
+
+/// One catalog event to push to one subscription.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub subscription: String,
+    pub event_id: String,
+    pub event_seq: i64,
+    pub event_type: String,
+    /// Messages of the same subscription and entity go out in `event_seq`
+    /// order.
+    pub entity: String,
+    pub created_at_ms: i64,
+}
+
+/// A message leased by a dispatcher, with the catalog event's JSON
+/// (`None` when retention removed the event).
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: String,
+    pub subscription: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// Including this one.
+    pub attempts: u32,
+    pub payload_json: Option<String>,
+}
+
+/// How a push attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    Delivered,
+    /// Failed; tried again at this time.
+    Retry(i64),
+    /// Failed for the last time: a dead letter.
+    Dead,
+}
+
+impl MessageOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageOutcome::Delivered => "delivered",
+            MessageOutcome::Retry(_) => "failed",
+            MessageOutcome::Dead => "dead",
+        }
+    }
+}
+
+/// One finished HTTP attempt of a message.
+#[derive(Debug, Clone)]
+pub struct PushAttempt {
+    pub message_id: String,
+    pub subscription: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    /// The start of the response body.
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub outcome: MessageOutcome,
+}
+
+/// A message as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: String,
+    pub subscription: String,
+    pub event_id: String,
+    pub event_seq: i64,
+    pub event_type: String,
+    pub entity: String,
+    /// `pending`, `delivering`, `failed`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A recorded push attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushAttemptRecord {
+    pub id: i64,
+    pub message_id: String,
+    pub event_id: String,
+    pub attempt: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub outcome: String,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -519,6 +733,115 @@ pub trait Store: Send + Sync + 'static {
 
     /// Retention: remove what `purge` names, in chunks.
     async fn purge(&self, purge: &Purge, now_ms: i64) -> StoreResult<Purged>;
+
+    /// Push subscriptions from the config file: inserted, or updated in
+    /// place (status, counters and messages kept; stored secrets cleared,
+    /// the config's references sign). Config subscriptions the file no
+    /// longer names are disabled, in the same transaction.
+    async fn upsert_config_subscriptions(
+        &self,
+        subs: &[NewSubscription],
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// An API-created subscription; `false` when the name is taken. It
+    /// receives catalog events committed after it.
+    async fn create_subscription(&self, sub: &NewSubscription, now_ms: i64) -> StoreResult<bool>;
+
+    /// Every subscription, by name.
+    async fn list_subscriptions(&self) -> StoreResult<Vec<SubscriptionRecord>>;
+
+    async fn get_subscription(&self, name: &str) -> StoreResult<Option<SubscriptionRecord>>;
+
+    /// Pause, disable or resume; resuming resets the dead-letter streak.
+    /// `false` when there is no such subscription.
+    async fn set_subscription_status(
+        &self,
+        name: &str,
+        status: SubscriptionStatus,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// The subscription, its messages and their attempts (and the push
+    /// router's cursor row when it was the last subscription).
+    async fn delete_subscription(&self, name: &str) -> StoreResult<bool>;
+
+    /// An API-managed subscription's new secret; the current one keeps
+    /// signing until `previous_until_ms`. `false` when there is no such
+    /// API-managed subscription.
+    async fn rotate_subscription_secret(
+        &self,
+        name: &str,
+        secret: &SecretString,
+        previous_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Queue messages, idempotent on (subscription, event id).
+    async fn enqueue_messages(&self, messages: &[NewMessage]) -> StoreResult<u64>;
+
+    /// Lease up to `limit` due messages of active subscriptions, each the
+    /// oldest unfinished one of its (subscription, entity).
+    async fn claim_messages(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedMessage>>;
+
+    /// Record an attempt and the message's new state in one transaction;
+    /// returns how the subscription has been failing.
+    async fn finish_message(
+        &self,
+        attempt: &PushAttempt,
+        now_ms: i64,
+    ) -> StoreResult<FailureStreak>;
+
+    /// Disable an active subscription and record `event` (a catalog event
+    /// of hookgate's own) in one transaction; `false` when it was not
+    /// active.
+    async fn disable_subscription(
+        &self,
+        name: &str,
+        reason: &str,
+        event: &NewEvent,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// A subscription's messages, newest first, optionally one status,
+    /// with `event_seq` below `before_seq`.
+    async fn list_messages(
+        &self,
+        subscription: &str,
+        status: Option<&str>,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<MessageRecord>>;
+
+    /// A subscription's push attempts, newest first, optionally of one
+    /// message, with ids below `before_id`.
+    async fn list_push_attempts(
+        &self,
+        subscription: &str,
+        message_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PushAttemptRecord>>;
+
+    /// Dead letters of `subscription` (one, or all when `message_id` is
+    /// `None`) pending again with a fresh attempt budget. Returns how many.
+    async fn replay_messages(
+        &self,
+        subscription: &str,
+        message_id: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<u64>;
+
+    /// Retention: delivered push messages last updated before
+    /// `before_ms`, with their attempts, at most `chunk` per transaction.
+    /// Returns how many messages went.
+    async fn purge_push_messages(&self, before_ms: i64, chunk: u32) -> StoreResult<u64>;
 
     /// Reachable and migrated.
     async fn ping(&self) -> StoreResult<()>;

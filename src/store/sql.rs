@@ -6,11 +6,13 @@
 //! integer columns are selected as `BIGINT` (SQLite's `INTEGER` and
 //! PostgreSQL's `INTEGER` would otherwise decode to different widths).
 
+use secrecy::SecretString;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{
-    AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryStatus, Position, RejectionFilter,
-    RejectionRecord, RequestRecord, StoreError, StoreResult, Transition,
+    AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryStatus, ManagedBy, MessageRecord,
+    NewMessage, Position, PushAttemptRecord, RejectionFilter, RejectionRecord, RequestRecord,
+    StoreError, StoreResult, SubscriptionRecord, SubscriptionStatus, Transition,
 };
 
 /// The columns `DeliveryRow` reads.
@@ -455,6 +457,387 @@ pub const SOURCE_WAITING: &str = "SELECT source, min(received_at) FROM deliverie
 pub const SINK_OLDEST_PENDING: &str = "SELECT s.name, \
      (SELECT e.created_at FROM events e WHERE e.seq > s.cursor_seq ORDER BY e.seq LIMIT 1) \
      FROM sinks s";
+// ---- push subscriptions ----
+
+/// The columns `SubscriptionRow` reads.
+pub const SUBSCRIPTION_COLUMNS: &str = "name, url, types, source, secret, previous_secret, \
+     previous_until, signing_key, CAST(timeout_ms AS BIGINT) AS timeout_ms, retry_schedule, \
+     allow_private, CAST(disable_after AS BIGINT) AS disable_after, \
+     CAST(disable_after_hours AS BIGINT) AS disable_after_hours, status, status_reason, \
+     managed_by, CAST(start_seq AS BIGINT) AS start_seq, \
+     CAST(consecutive_dead AS BIGINT) AS consecutive_dead, failing_since, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub struct SubscriptionRow {
+    name: String,
+    url: String,
+    types: String,
+    source: Option<String>,
+    secret: Option<String>,
+    previous_secret: Option<String>,
+    previous_until: Option<i64>,
+    signing_key: Option<String>,
+    timeout_ms: i64,
+    retry_schedule: String,
+    allow_private: bool,
+    disable_after: i64,
+    disable_after_hours: i64,
+    status: String,
+    status_reason: Option<String>,
+    managed_by: String,
+    start_seq: i64,
+    consecutive_dead: i64,
+    failing_since: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<SubscriptionRow> for SubscriptionRecord {
+    type Error = StoreError;
+
+    fn try_from(r: SubscriptionRow) -> StoreResult<SubscriptionRecord> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("subscription {}: {what}", r.name));
+        let types: Vec<String> =
+            serde_json::from_str(&r.types).map_err(|_| corrupt("types is not a JSON array"))?;
+        let retry_schedule_ms: Vec<i64> = serde_json::from_str(&r.retry_schedule)
+            .map_err(|_| corrupt("retry_schedule is not a JSON array"))?;
+        let status = SubscriptionStatus::parse(&r.status).ok_or_else(|| corrupt("status"))?;
+        let managed_by = match r.managed_by.as_str() {
+            "config" => ManagedBy::Config,
+            "api" => ManagedBy::Api,
+            _ => return Err(corrupt("managed_by")),
+        };
+        Ok(SubscriptionRecord {
+            name: r.name,
+            url: r.url,
+            types,
+            source: r.source,
+            secret: r.secret.map(SecretString::from),
+            previous_secret: r.previous_secret.map(SecretString::from),
+            previous_until_ms: r.previous_until,
+            signing_key: r.signing_key.map(SecretString::from),
+            timeout_ms: r.timeout_ms,
+            retry_schedule_ms,
+            allow_private: r.allow_private,
+            disable_after: r.disable_after.clamp(0, i64::from(u32::MAX)) as u32,
+            disable_after_hours: r.disable_after_hours.clamp(0, i64::from(u32::MAX)) as u32,
+            status,
+            status_reason: r.status_reason,
+            managed_by,
+            start_seq: r.start_seq,
+            consecutive_dead: r.consecutive_dead.clamp(0, i64::from(u32::MAX)) as u32,
+            failing_since_ms: r.failing_since,
+            created_at_ms: r.created_at,
+            updated_at_ms: r.updated_at,
+        })
+    }
+}
+
+pub fn subscriptions(rows: Vec<SubscriptionRow>) -> StoreResult<Vec<SubscriptionRecord>> {
+    rows.into_iter().map(SubscriptionRecord::try_from).collect()
+}
+
+pub fn list_subscriptions() -> String {
+    format!("SELECT {SUBSCRIPTION_COLUMNS} FROM push_subscriptions ORDER BY name")
+}
+
+pub fn get_subscription() -> String {
+    format!("SELECT {SUBSCRIPTION_COLUMNS} FROM push_subscriptions WHERE name = $1")
+}
+
+/// The JSON a subscription's types and schedule are stored as.
+pub fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+/// A config-file subscription. `$1` name, `$2` url, `$3` types, `$4`
+/// source, `$5` timeout, `$6` schedule, `$7` allow private, `$8` disable
+/// after (dead letters), `$9` now, `$10` disable after (hours). New ones start after the newest catalog event; one
+/// back in the file after it was removed is active again.
+pub const UPSERT_CONFIG_SUBSCRIPTION: &str = "INSERT INTO push_subscriptions (name, url, types, \
+     source, secret, previous_secret, previous_until, signing_key, timeout_ms, retry_schedule, \
+     allow_private, disable_after, disable_after_hours, status, managed_by, start_seq, \
+     created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, NULL, NULL, NULL, NULL, $5, $6, $7, $8, $10, 'active', 'config', \
+       (SELECT coalesce(max(seq), 0) FROM events), $9, $9) \
+     ON CONFLICT (name) DO UPDATE SET url = $2, types = $3, source = $4, secret = NULL, \
+       previous_secret = NULL, previous_until = NULL, signing_key = NULL, timeout_ms = $5, \
+       retry_schedule = $6, allow_private = $7, disable_after = $8, \
+       disable_after_hours = $10, managed_by = 'config', updated_at = $9, \
+       status = CASE WHEN push_subscriptions.status_reason = 'no longer in the config file' \
+         THEN 'active' ELSE push_subscriptions.status END, \
+       status_reason = CASE WHEN push_subscriptions.status_reason = 'no longer in the config file' \
+         THEN NULL ELSE push_subscriptions.status_reason END";
+
+/// Config subscriptions the config file no longer names: disabled (their
+/// secrets are gone with the file), kept for their dead letters.
+pub fn disable_removed_config_subscriptions<'a, DB: Database>(
+    names: &'a [String],
+    now_ms: i64,
+) -> QueryBuilder<'a, DB>
+where
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "UPDATE push_subscriptions SET status = 'disabled', \
+         status_reason = 'no longer in the config file', updated_at = ",
+    );
+    qb.push_bind(now_ms)
+        .push(" WHERE managed_by = 'config' AND status <> 'disabled'");
+    if !names.is_empty() {
+        qb.push(" AND name NOT IN (");
+        let mut list = qb.separated(", ");
+        for n in names {
+            list.push_bind(n.as_str());
+        }
+        qb.push(")");
+    }
+    qb
+}
+
+/// An API-created subscription. `$1` name, `$2` url, `$3` types, `$4`
+/// source, `$5` secret, `$6` signing key, `$7` timeout, `$8` schedule,
+/// `$9` allow private, `$10` disable after (dead letters), `$11` now,
+/// `$12` disable after (hours).
+pub const CREATE_SUBSCRIPTION: &str = "INSERT INTO push_subscriptions (name, url, types, \
+     source, secret, previous_secret, previous_until, signing_key, timeout_ms, retry_schedule, \
+     allow_private, disable_after, disable_after_hours, status, managed_by, start_seq, \
+     created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6, $7, $8, $9, $10, $12, 'active', 'api', \
+       (SELECT coalesce(max(seq), 0) FROM events), $11, $11) \
+     ON CONFLICT (name) DO NOTHING";
+
+/// `$1` name, `$2` status, `$3` reason, `$4` now. Resuming starts a new
+/// dead-letter streak.
+pub const SET_SUBSCRIPTION_STATUS: &str = "UPDATE push_subscriptions SET status = $2, \
+     status_reason = $3, updated_at = $4, \
+     consecutive_dead = CASE WHEN $2 = 'active' THEN 0 ELSE consecutive_dead END, \
+     failing_since = CASE WHEN $2 = 'active' THEN NULL ELSE failing_since END \
+     WHERE name = $1";
+
+/// The push router's cursor row, once no subscription is left. `$1` its
+/// name.
+pub const DROP_IDLE_ROUTER: &str = "DELETE FROM sinks WHERE name = $1 \
+     AND NOT EXISTS (SELECT 1 FROM push_subscriptions)";
+
+/// `$1` name, `$2` new secret, `$3` old one signs until, `$4` now.
+pub const ROTATE_SECRET: &str = "UPDATE push_subscriptions SET previous_secret = secret, \
+     previous_until = $3, secret = $2, updated_at = $4 WHERE name = $1 AND managed_by = 'api'";
+
+/// `$1` name, `$2` reason, `$3` now: only an active one.
+pub const DISABLE_SUBSCRIPTION: &str = "UPDATE push_subscriptions SET status = 'disabled', \
+     status_reason = $2, updated_at = $3 WHERE name = $1 AND status = 'active'";
+
+/// Queue messages (idempotent).
+pub fn enqueue_messages<'a, DB: Database>(messages: &'a [NewMessage]) -> QueryBuilder<'a, DB>
+where
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "INSERT INTO push_messages (id, subscription, event_id, event_seq, event_type, entity, \
+         status, attempts, next_attempt_at, created_at, updated_at) ",
+    );
+    qb.push_values(messages, |mut row, m| {
+        row.push_bind(m.id.as_str())
+            .push_bind(m.subscription.as_str())
+            .push_bind(m.event_id.as_str())
+            .push_bind(m.event_seq)
+            .push_bind(m.event_type.as_str())
+            .push_bind(m.entity.as_str())
+            .push("'pending'")
+            .push("0")
+            .push_bind(m.created_at_ms)
+            .push_bind(m.created_at_ms)
+            .push_bind(m.created_at_ms);
+    });
+    qb.push(" ON CONFLICT (subscription, event_id) DO NOTHING");
+    qb
+}
+
+/// The messages a dispatcher may take: due (or their lease expired), of
+/// an active subscription, and the oldest unfinished one of their entity.
+/// `$1` now, `$2` limit.
+pub const DUE_MESSAGES: &str = "SELECT m.id FROM push_messages m \
+     JOIN push_subscriptions s ON s.name = m.subscription \
+     WHERE s.status = 'active' \
+       AND ((m.status IN ('pending', 'failed') AND m.next_attempt_at <= $1) \
+         OR (m.status = 'delivering' AND m.lease_until < $1)) \
+       AND NOT EXISTS (SELECT 1 FROM push_messages p \
+         WHERE p.subscription = m.subscription AND p.entity = m.entity \
+           AND p.event_seq < m.event_seq \
+           AND p.status IN ('pending', 'failed', 'delivering')) \
+     ORDER BY m.next_attempt_at, m.event_seq LIMIT $2";
+
+/// `$1` message id: the catalog event it carries.
+pub const MESSAGE_PAYLOAD: &str = "SELECT e.payload FROM push_messages m \
+     JOIN events e ON e.id = m.event_id WHERE m.id = $1";
+
+/// `$1` id, `$2` status, `$3` next attempt, `$4` error, `$5` now.
+pub const FINISH_MESSAGE: &str = "UPDATE push_messages SET status = $2, next_attempt_at = $3, \
+     lease_until = NULL, last_error = $4, updated_at = $5 \
+     WHERE id = $1 AND status = 'delivering'";
+
+/// `$1` message id, `$2` started, `$3` finished, `$4` status code, `$5`
+/// latency, `$6` body, `$7` error, `$8` outcome. The attempt number is the
+/// message's count, set by the claim.
+pub const INSERT_PUSH_ATTEMPT: &str = "INSERT INTO push_attempts (message_id, subscription, \
+     attempt, started_at, finished_at, status_code, latency_ms, response_body, error, outcome) \
+     SELECT id, subscription, attempts, $2, $3, $4, $5, $6, $7, $8 FROM push_messages \
+     WHERE id = $1";
+
+/// `$1` name, `$2` outcome, `$3` when the attempt failed: a delivery ends
+/// both streaks, a dead letter extends the dead-letter one, any failure
+/// starts the failing one if it isn't running.
+pub const COUNT_DEAD_STREAK: &str = "UPDATE push_subscriptions SET consecutive_dead = \
+     CASE WHEN $2 = 'delivered' THEN 0 WHEN $2 = 'dead' THEN consecutive_dead + 1 \
+     ELSE consecutive_dead END, \
+     failing_since = CASE WHEN $2 = 'delivered' THEN NULL \
+     ELSE coalesce(failing_since, $3) END WHERE name = $1 \
+     RETURNING CAST(consecutive_dead AS BIGINT), failing_since";
+
+pub const MESSAGE_COLUMNS: &str = "id, subscription, event_id, \
+     CAST(event_seq AS BIGINT) AS event_seq, event_type, entity, status, \
+     CAST(attempts AS BIGINT) AS attempts, next_attempt_at, last_error, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub struct MessageRow {
+    id: String,
+    subscription: String,
+    event_id: String,
+    event_seq: i64,
+    event_type: String,
+    entity: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<MessageRow> for MessageRecord {
+    fn from(r: MessageRow) -> MessageRecord {
+        MessageRecord {
+            id: r.id,
+            subscription: r.subscription,
+            event_id: r.event_id,
+            event_seq: r.event_seq,
+            event_type: r.event_type,
+            entity: r.entity,
+            status: r.status,
+            attempts: r.attempts,
+            next_attempt_at_ms: r.next_attempt_at,
+            last_error: r.last_error,
+            created_at_ms: r.created_at,
+            updated_at_ms: r.updated_at,
+        }
+    }
+}
+
+pub fn list_messages<'a, DB: Database>(
+    subscription: &str,
+    status: Option<&str>,
+    before_seq: Option<i64>,
+    limit: u32,
+) -> QueryBuilder<'a, DB>
+where
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM push_messages WHERE subscription = "
+    ));
+    qb.push_bind(subscription.to_string());
+    if let Some(status) = status {
+        qb.push(" AND status = ").push_bind(status.to_string());
+    }
+    if let Some(seq) = before_seq {
+        qb.push(" AND event_seq < ").push_bind(seq);
+    }
+    qb.push(" ORDER BY event_seq DESC, id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    qb
+}
+
+#[derive(sqlx::FromRow)]
+pub struct PushAttemptRow {
+    id: i64,
+    message_id: String,
+    event_id: String,
+    attempt: i64,
+    started_at: i64,
+    finished_at: i64,
+    status_code: Option<i64>,
+    latency_ms: i64,
+    response_body: Option<String>,
+    error: Option<String>,
+    outcome: String,
+}
+
+impl From<PushAttemptRow> for PushAttemptRecord {
+    fn from(r: PushAttemptRow) -> PushAttemptRecord {
+        PushAttemptRecord {
+            id: r.id,
+            message_id: r.message_id,
+            event_id: r.event_id,
+            attempt: r.attempt,
+            started_at_ms: r.started_at,
+            finished_at_ms: r.finished_at,
+            status_code: r.status_code,
+            latency_ms: r.latency_ms,
+            response_body: r.response_body,
+            error: r.error,
+            outcome: r.outcome,
+        }
+    }
+}
+
+pub fn list_push_attempts<'a, DB: Database>(
+    subscription: &str,
+    message_id: Option<&str>,
+    before_id: Option<i64>,
+    limit: u32,
+) -> QueryBuilder<'a, DB>
+where
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "SELECT CAST(a.id AS BIGINT) AS id, a.message_id, m.event_id, \
+         CAST(a.attempt AS BIGINT) AS attempt, a.started_at, a.finished_at, \
+         CAST(a.status_code AS BIGINT) AS status_code, CAST(a.latency_ms AS BIGINT) AS latency_ms, \
+         a.response_body, a.error, a.outcome \
+         FROM push_attempts a JOIN push_messages m ON m.id = a.message_id \
+         WHERE a.subscription = ",
+    );
+    qb.push_bind(subscription.to_string());
+    if let Some(id) = message_id {
+        qb.push(" AND a.message_id = ").push_bind(id.to_string());
+    }
+    if let Some(id) = before_id {
+        qb.push(" AND a.id < ").push_bind(id);
+    }
+    qb.push(" ORDER BY a.id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    qb
+}
+
+/// Dead letters pending again. `$1` subscription, `$2` now, and the
+/// caller appends `AND id = $3` for one.
+pub const REPLAY_MESSAGES: &str = "UPDATE push_messages SET status = 'pending', attempts = 0, \
+     next_attempt_at = $2, lease_until = NULL, last_error = NULL, updated_at = $2 \
+     WHERE subscription = $1 AND status = 'dead'";
+
+/// The push backlog for `/metrics`: undelivered messages per subscription
+/// and status.
+pub const PUSH_BACKLOG: &str = "SELECT subscription, status, count(*) FROM push_messages \
+     WHERE status <> 'delivered' GROUP BY subscription, status";
+
+/// Retention: delivered messages last updated before `$1`, at most `$2`.
+pub const EXPIRED_PUSH_MESSAGES: &str = "SELECT id FROM push_messages \
+     WHERE status = 'delivered' AND updated_at < $1 LIMIT $2";
 
 #[cfg(test)]
 mod tests {

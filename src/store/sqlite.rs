@@ -12,12 +12,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::sql;
 use super::{
-    AttemptOutcome, AttemptRecord, Claimed, Completed, DeliveryFilter, DeliveryRecord,
-    DeliveryStatus, Inserted, NewRequest, Position, Purge, Purged, QueueStats, Rejection,
-    RejectionFilter, RejectionRecord, RequestRecord, Retry, SourceStats, Store, StoreError,
-    StoreResult, StoredEvent, Transition,
+    AttemptOutcome, AttemptRecord, Claimed, ClaimedMessage, Completed, DeliveryFilter, DeliveryRecord, DeliveryStatus, FailureStreak, Inserted, MessageOutcome, MessageRecord, NewEvent, NewMessage, NewRequest, NewSubscription, Position, Purge, Purged, PushAttempt, PushAttemptRecord, QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord, Retry, SourceStats, Store, StoreError, StoreResult, StoredEvent, SubscriptionRecord, SubscriptionStatus, Transition,
 };
 use crate::catalog::TypePattern;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Rows per multi-row statement: 14 parameters a delivery row keeps a
 /// statement far below SQLite's 32 766 bound parameters.
@@ -600,11 +598,16 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
+        let push_backlog: Vec<(String, String, i64)> = sqlx::query_as(sql::PUSH_BACKLOG)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(QueueStats {
             by_status,
             oldest_waiting_ms,
             sink_lag,
             sink_oldest_pending_ms,
+            push_backlog,
         })
     }
 
@@ -781,6 +784,412 @@ impl Store for SqliteStore {
                 if (ids.len() as i64) < chunk {
                     break;
                 }
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn upsert_config_subscriptions(
+        &self,
+        subs: &[NewSubscription],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let _writer = self.write.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        for sub in subs {
+            sqlx::query(sql::UPSERT_CONFIG_SUBSCRIPTION)
+                .bind(&sub.name)
+                .bind(&sub.url)
+                .bind(sql::json_list(&sub.types))
+                .bind(&sub.source)
+                .bind(sub.timeout_ms)
+                .bind(sql::json_list(&sub.retry_schedule_ms))
+                .bind(sub.allow_private)
+                .bind(i64::from(sub.disable_after))
+                .bind(now_ms)
+                .bind(i64::from(sub.disable_after_hours))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        let names: Vec<String> = subs.iter().map(|s| s.name.clone()).collect();
+        sql::disable_removed_config_subscriptions::<Sqlite>(&names, now_ms)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn create_subscription(&self, sub: &NewSubscription, now_ms: i64) -> StoreResult<bool> {
+        let _writer = self.write.lock().await;
+        let done = sqlx::query(sql::CREATE_SUBSCRIPTION)
+            .bind(&sub.name)
+            .bind(&sub.url)
+            .bind(sql::json_list(&sub.types))
+            .bind(&sub.source)
+            .bind(sub.secret.as_ref().map(|s| s.expose_secret().to_string()))
+            .bind(
+                sub.signing_key
+                    .as_ref()
+                    .map(|s| s.expose_secret().to_string()),
+            )
+            .bind(sub.timeout_ms)
+            .bind(sql::json_list(&sub.retry_schedule_ms))
+            .bind(sub.allow_private)
+            .bind(i64::from(sub.disable_after))
+            .bind(now_ms)
+            .bind(i64::from(sub.disable_after_hours))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_subscriptions(&self) -> StoreResult<Vec<SubscriptionRecord>> {
+        let rows: Vec<sql::SubscriptionRow> = sqlx::query_as(&sql::list_subscriptions())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        sql::subscriptions(rows)
+    }
+
+    async fn get_subscription(&self, name: &str) -> StoreResult<Option<SubscriptionRecord>> {
+        let row: Option<sql::SubscriptionRow> = sqlx::query_as(&sql::get_subscription())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(SubscriptionRecord::try_from).transpose()
+    }
+
+    async fn set_subscription_status(
+        &self,
+        name: &str,
+        status: SubscriptionStatus,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let _writer = self.write.lock().await;
+        let done = sqlx::query(sql::SET_SUBSCRIPTION_STATUS)
+            .bind(name)
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_subscription(&self, name: &str) -> StoreResult<bool> {
+        let _writer = self.write.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        // The subscription row first (see `finish_message`).
+        let done = sqlx::query("DELETE FROM push_subscriptions WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        for statement in [
+            "DELETE FROM push_attempts WHERE subscription = $1",
+            "DELETE FROM push_messages WHERE subscription = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        sqlx::query(sql::DROP_IDLE_ROUTER)
+            .bind(super::PUSH_ROUTER_SINK)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate_subscription_secret(
+        &self,
+        name: &str,
+        secret: &SecretString,
+        previous_until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let _writer = self.write.lock().await;
+        let done = sqlx::query(sql::ROTATE_SECRET)
+            .bind(name)
+            .bind(secret.expose_secret())
+            .bind(previous_until_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn enqueue_messages(&self, messages: &[NewMessage]) -> StoreResult<u64> {
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let _writer = self.write.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        let mut n = 0;
+        for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+            n += sql::enqueue_messages::<Sqlite>(chunk)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(n)
+    }
+
+    async fn claim_messages(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedMessage>> {
+        let _writer = self.write.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(&format!(
+            "UPDATE push_messages SET status = 'delivering', attempts = attempts + 1, \
+             lease_until = $3, updated_at = $1 WHERE id IN ({}) \
+             RETURNING id, subscription, event_id, event_type, CAST(attempts AS BIGINT)",
+            sql::DUE_MESSAGES
+        ))
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .bind(lease_until_ms)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (id, subscription, event_id, event_type, attempts) in rows {
+            let payload_json: Option<String> = sqlx::query_scalar(sql::MESSAGE_PAYLOAD)
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            claimed.push(ClaimedMessage {
+                id,
+                subscription,
+                event_id,
+                event_type,
+                attempts: attempts.clamp(0, i64::from(u32::MAX)) as u32,
+                payload_json,
+            });
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(claimed)
+    }
+
+    async fn finish_message(
+        &self,
+        attempt: &PushAttempt,
+        now_ms: i64,
+    ) -> StoreResult<FailureStreak> {
+        let (next, error) = match attempt.outcome {
+            MessageOutcome::Retry(at) => (at, attempt.error.as_deref()),
+            MessageOutcome::Delivered => (now_ms, None),
+            MessageOutcome::Dead => (now_ms, attempt.error.as_deref()),
+        };
+        let outcome = attempt.outcome.as_str();
+        let _writer = self.write.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        // The subscription row first, as `delete_subscription` does: a
+        // delete racing an attempt waits for it (or it for the delete)
+        // instead of deadlocking or orphaning the attempt row.
+        let streak: Option<(i64, Option<i64>)> = sqlx::query_as(sql::COUNT_DEAD_STREAK)
+            .bind(&attempt.subscription)
+            .bind(outcome)
+            .bind(attempt.started_at_ms)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(sql::FINISH_MESSAGE)
+            .bind(&attempt.message_id)
+            .bind(outcome)
+            .bind(next)
+            .bind(error)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(sql::INSERT_PUSH_ATTEMPT)
+            .bind(&attempt.message_id)
+            .bind(attempt.started_at_ms)
+            .bind(attempt.finished_at_ms)
+            .bind(attempt.status_code.map(i64::from))
+            .bind(attempt.latency_ms)
+            .bind(&attempt.response_body)
+            .bind(&attempt.error)
+            .bind(outcome)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(streak
+            .map(|(dead, since)| FailureStreak {
+                dead_letters: dead.clamp(0, i64::from(u32::MAX)) as u32,
+                failing_since_ms: since,
+            })
+            .unwrap_or_default())
+    }
+
+    async fn disable_subscription(
+        &self,
+        name: &str,
+        reason: &str,
+        event: &NewEvent,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let _writer = self.write.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        let done = sqlx::query(sql::DISABLE_SUBSCRIPTION)
+            .bind(name)
+            .bind(reason)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO events (id, type, source, delivery_id, created_at, payload) \
+             VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&event.id)
+        .bind(&event.event_type)
+        .bind(&event.source)
+        .bind(now_ms)
+        .bind(&event.payload_json)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn list_messages(
+        &self,
+        subscription: &str,
+        status: Option<&str>,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<MessageRecord>> {
+        let rows: Vec<sql::MessageRow> =
+            sql::list_messages::<Sqlite>(subscription, status, before_seq, limit)
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(rows.into_iter().map(MessageRecord::from).collect())
+    }
+
+    async fn list_push_attempts(
+        &self,
+        subscription: &str,
+        message_id: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PushAttemptRecord>> {
+        let rows: Vec<sql::PushAttemptRow> =
+            sql::list_push_attempts::<Sqlite>(subscription, message_id, before_id, limit)
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(rows.into_iter().map(PushAttemptRecord::from).collect())
+    }
+
+    async fn replay_messages(
+        &self,
+        subscription: &str,
+        message_id: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<u64> {
+        let _writer = self.write.lock().await;
+        let done = match message_id {
+            Some(id) => {
+                sqlx::query(&format!("{} AND id = $3", sql::REPLAY_MESSAGES))
+                    .bind(subscription)
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query(sql::REPLAY_MESSAGES)
+                    .bind(subscription)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_push_messages(&self, before_ms: i64, chunk: u32) -> StoreResult<u64> {
+        let chunk = i64::from(chunk.max(1));
+        let mut purged = 0;
+        loop {
+            let _writer = self.write.lock().await;
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(unavailable)?;
+            let ids: Vec<String> = sqlx::query_scalar(sql::EXPIRED_PUSH_MESSAGES)
+                .bind(before_ms)
+                .bind(chunk)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                break;
+            }
+            for (table, column) in [("push_attempts", "message_id"), ("push_messages", "id")] {
+                sql::delete_in::<Sqlite>(table, column, &ids)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)?;
+            purged += ids.len() as u64;
+            if (ids.len() as i64) < chunk {
+                break;
             }
         }
         Ok(purged)

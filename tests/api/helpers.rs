@@ -187,6 +187,8 @@ pub struct TestApp {
     pub publisher: Option<Arc<hookgate::bus::Publisher>>,
     /// The app's store, for tests that set up state no API exposes.
     pub store: hookgate::store::DynStore,
+    /// Push subscriptions' router and dispatcher (`push.drain()`).
+    pub push: Arc<hookgate::push::Push>,
     pub db: TestDb,
     /// Keeps the test's files alive as long as the app.
     pub _dir: tempfile::TempDir,
@@ -289,6 +291,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
     let app_stats = app.ingestor_stats();
     let publisher = app.publisher();
     let store = app.store();
+    let push = app.push();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -299,6 +302,7 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
         app_stats,
         publisher,
         store,
+        push,
         db,
         _dir: dir,
     }

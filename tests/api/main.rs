@@ -23,3 +23,4 @@ mod storage_faults;
 mod stream;
 mod telemetry;
 mod ui;
+mod subscriptions;
