@@ -8,8 +8,8 @@ pub mod api;
 pub mod error;
 pub mod ingress;
 pub mod stream;
-pub mod ui;
 pub mod subscriptions;
+pub mod ui;
 
 use std::sync::Arc;
 

@@ -25,7 +25,12 @@ use tokio::sync::Notify;
 
 use super::sql;
 use super::{
-    AttemptOutcome, AttemptRecord, Claimed, ClaimedMessage, Completed, DeliveryFilter, DeliveryRecord, DeliveryStatus, FailureStreak, Inserted, MessageOutcome, MessageRecord, NewEvent, NewMessage, NewRequest, NewSubscription, Position, Purge, Purged, PushAttempt, PushAttemptRecord, QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord, Retry, SourceStats, Store, StoreError, StoreResult, StoredEvent, SubscriptionRecord, SubscriptionStatus, Transition,
+    AttemptOutcome, AttemptRecord, Claimed, ClaimedMessage, Completed, DeliveryFilter,
+    DeliveryRecord, DeliveryStatus, FailureStreak, Inserted, MessageOutcome, MessageRecord,
+    NewEvent, NewMessage, NewRequest, NewSubscription, Position, Purge, Purged, PushAttempt,
+    PushAttemptRecord, QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord,
+    Retry, SourceStats, Store, StoreError, StoreResult, StoredEvent, SubscriptionRecord,
+    SubscriptionStatus, Transition,
 };
 use crate::catalog::TypePattern;
 use secrecy::{ExposeSecret, SecretString};

@@ -12,7 +12,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::sql;
 use super::{
-    AttemptOutcome, AttemptRecord, Claimed, ClaimedMessage, Completed, DeliveryFilter, DeliveryRecord, DeliveryStatus, FailureStreak, Inserted, MessageOutcome, MessageRecord, NewEvent, NewMessage, NewRequest, NewSubscription, Position, Purge, Purged, PushAttempt, PushAttemptRecord, QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord, Retry, SourceStats, Store, StoreError, StoreResult, StoredEvent, SubscriptionRecord, SubscriptionStatus, Transition,
+    AttemptOutcome, AttemptRecord, Claimed, ClaimedMessage, Completed, DeliveryFilter,
+    DeliveryRecord, DeliveryStatus, FailureStreak, Inserted, MessageOutcome, MessageRecord,
+    NewEvent, NewMessage, NewRequest, NewSubscription, Position, Purge, Purged, PushAttempt,
+    PushAttemptRecord, QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord,
+    Retry, SourceStats, Store, StoreError, StoreResult, StoredEvent, SubscriptionRecord,
+    SubscriptionStatus, Transition,
 };
 use crate::catalog::TypePattern;
 use secrecy::{ExposeSecret, SecretString};

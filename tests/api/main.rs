@@ -21,6 +21,6 @@ mod retention;
 mod senders;
 mod storage_faults;
 mod stream;
+mod subscriptions;
 mod telemetry;
 mod ui;
-mod subscriptions;
