@@ -397,9 +397,11 @@ pub enum Outcome {
     Acked { delivery: String },
     /// An answer other than 200 (must not count as accepted).
     Refused(u16),
-    /// The connection died (or never opened) before a complete answer:
-    /// it may or may not be stored, but never twice.
+    /// The connection died before a complete answer: it may or may not
+    /// be stored, but never twice.
     Unknown,
+    /// No connection (the gateway was down): nothing reached it.
+    NotConnected,
 }
 
 /// Concurrent senders posting unique signed events, spread over the
@@ -442,8 +444,10 @@ impl Load {
                             }
                             // A gateway being restarted refuses connections:
                             // back off a little instead of spinning.
-                            Outcome::Unknown => tokio::time::sleep(Duration::from_millis(20)).await,
-                            Outcome::Refused(_) => {}
+                            Outcome::NotConnected => {
+                                tokio::time::sleep(Duration::from_millis(20)).await
+                            }
+                            Outcome::Unknown | Outcome::Refused(_) => {}
                         }
                         outcomes.lock().unwrap().push((id, outcome));
                     }
@@ -495,8 +499,10 @@ pub async fn send(client: &reqwest::Client, address: &str, req: &Outgoing) -> Ou
     for (k, v) in &req.headers {
         b = b.header(k, v);
     }
-    let Ok(response) = b.send().await else {
-        return Outcome::Unknown;
+    let response = match b.send().await {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => return Outcome::NotConnected,
+        Err(_) => return Outcome::Unknown,
     };
     let status = response.status().as_u16();
     let Ok(body) = response.json::<Value>().await else {
@@ -554,10 +560,14 @@ pub struct Figures {
     pub sent: usize,
     pub acknowledged: usize,
     pub unknown: usize,
+    /// Requests that found no gateway to connect to.
+    pub not_connected: usize,
     pub refused: usize,
     /// Unknown or refused requests that were stored after all (their
     /// resend answered `duplicate: true`).
     pub unknown_stored: usize,
+    /// Never connected, yet stored (their resend said `duplicate: true`).
+    pub phantoms: usize,
     /// Acknowledged, but not stored under the acknowledged id.
     pub lost: usize,
     /// Extra rows for one sender event id.
@@ -579,16 +589,18 @@ impl Figures {
     /// One line for the README table (`cargo test … -- --nocapture`).
     pub fn print(&self) {
         println!(
-            "crash figures: scenario={} kills={} sent={} acknowledged={} unknown={} refused={} \
-             unknown_stored={} lost={} duplicates_stored={} unprocessed={} \
+            "crash figures: scenario={} kills={} sent={} acknowledged={} unknown={} not_connected={} refused={} \
+             unknown_stored={} phantoms={} lost={} duplicates_stored={} unprocessed={} \
              duplicate_catalog_events={} duplicates_downstream={} unpublished={} strays={} nats={}",
             self.scenario,
             self.kills,
             self.sent,
             self.acknowledged,
             self.unknown,
+            self.not_connected,
             self.refused,
             self.unknown_stored,
+            self.phantoms,
             self.lost,
             self.duplicates_stored,
             self.unprocessed,
@@ -603,6 +615,7 @@ impl Figures {
     pub fn assert_clean(&self) {
         let bad = [
             ("lost", self.lost),
+            ("phantoms", self.phantoms),
             ("duplicates_stored", self.duplicates_stored),
             ("unprocessed", self.unprocessed),
             ("duplicate_catalog_events", self.duplicate_catalog_events),

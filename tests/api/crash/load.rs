@@ -122,24 +122,30 @@ async fn kill_under_load(backend: Backend, instances: usize) {
                     "{id}: a valid request answered {status}"
                 );
                 figures.refused += 1;
-                retry.push(id.clone());
+                retry.push((id.clone(), false));
             }
             Outcome::Unknown => {
                 figures.unknown += 1;
-                retry.push(id.clone());
+                retry.push((id.clone(), false));
+            }
+            Outcome::NotConnected => {
+                figures.not_connected += 1;
+                retry.push((id.clone(), true));
             }
         }
     }
     // The senders retry what got no 200, now that every gateway is up.
     let client = reqwest::Client::new();
     let first = addresses.read().unwrap()[0].clone();
-    for id in &retry {
+    for (id, never_connected) in &retry {
         let (outcome, duplicate) = resend(&client, &first, id).await;
         let Outcome::Acked { delivery } = outcome else {
             panic!("{id}: resend answered {outcome:?}");
         };
-        if duplicate {
-            figures.unknown_stored += 1;
+        match (duplicate, never_connected) {
+            (true, true) => figures.phantoms += 1,
+            (true, false) => figures.unknown_stored += 1,
+            (false, _) => {}
         }
         acked.insert(id.clone(), delivery);
     }

@@ -165,6 +165,7 @@ async fn shutdown_sigterm_under_load_finishes_in_flight_and_releases_leases(back
             }
             Outcome::Refused(_) => figures.refused += 1,
             Outcome::Unknown => figures.unknown += 1,
+            Outcome::NotConnected => figures.not_connected += 1,
         }
     }
     let mut in_flight_failed = Vec::new();
