@@ -676,6 +676,9 @@ pub async fn account(
         figures.duplicates_downstream = copies.values().map(|n| n - 1).sum();
         let ids: HashSet<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
         figures.unpublished = ids.iter().filter(|id| !copies.contains_key(**id)).count();
-        figures.strays += copies.keys().filter(|id| !ids.contains(id.as_str())).count();
+        figures.strays += copies
+            .keys()
+            .filter(|id| !ids.contains(id.as_str()))
+            .count();
     }
 }

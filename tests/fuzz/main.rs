@@ -23,7 +23,7 @@ use std::time::Instant;
 use hookgate::catalog::Catalog;
 use hookgate::providers::Registry;
 use hookgate::verify::SchemeConfig;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,14 +38,16 @@ pub fn registry(catalog: &Catalog) -> Registry {
 }
 
 /// A target's runner: `default_cases` cases unless `PROPTEST_CASES` says
-/// otherwise; failures (shrunk) are kept in `proptest-regressions/` next
-/// to the target's file and replayed first on every run.
+/// otherwise; failures (shrunk) are kept in `<target file>.regressions`
+/// beside it (`tests/fuzz/mapping.regressions`) and replayed first on
+/// every run.
 pub fn runner(default_cases: u32, source_file: &'static str) -> TestRunner {
     let mut config = Config::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         config.cases = default_cases;
     }
     config.source_file = Some(source_file);
+    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource("regressions")));
     // Shrinking a failure must not outlive the CI budget either.
     config.max_shrink_iters = 2_000;
     TestRunner::new(config)
@@ -184,7 +186,8 @@ pub fn arb_mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
 
 impl Mutation {
     pub fn apply(&self, bytes: &mut Vec<u8>) {
-        let at = |i: &proptest::sample::Index, len: usize| if len == 0 { 0 } else { i.index(len + 1) };
+        let at =
+            |i: &proptest::sample::Index, len: usize| if len == 0 { 0 } else { i.index(len + 1) };
         match self {
             Mutation::Flip(i, b) => {
                 if !bytes.is_empty() {

@@ -128,7 +128,9 @@ fn mapped_types(provider: &Provider) -> Vec<String> {
         .mapping
         .routes()
         .into_iter()
-        .map(|r| r.on.trim_end_matches('*').to_string() + if r.on.ends_with('*') { "x" } else { "" })
+        .map(|r| {
+            r.on.trim_end_matches('*').to_string() + if r.on.ends_with('*') { "x" } else { "" }
+        })
         .collect()
 }
 
@@ -142,7 +144,10 @@ fn mapping_apply_arbitrary_json_never_panics() {
         .map(|p| {
             fixtures(&p.name)
                 .iter()
-                .filter_map(|b| p.decode(b, p.content_types.first().map(String::as_str)).ok())
+                .filter_map(|b| {
+                    p.decode(b, p.content_types.first().map(String::as_str))
+                        .ok()
+                })
                 .collect()
         })
         .collect();
