@@ -89,7 +89,10 @@ async fn healthz(address: &str) -> u16 {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("/healthz answers within 30 s")
+        .unwrap();
     String::from_utf8_lossy(&answer)
         .split(' ')
         .nth(1)
@@ -191,6 +194,15 @@ async fn shutdown_sigterm_under_load_finishes_in_flight_and_releases_leases(back
     let published = reader.published_within(Duration::from_secs(60)).await;
     account(&mut figures, &reader, &acked, &sent, Some(&nats)).await;
     figures.print();
+    println!(
+        "shutdown figures: scenario={} in_flight_at_sigterm={} answered_200={} \
+         left_processing={} sink_leases_held={} exit={exit}",
+        figures.scenario,
+        answers.len(),
+        answers.len() - in_flight_failed.len(),
+        processing.len(),
+        held.len(),
+    );
 
     assert!(
         in_flight_failed.is_empty(),
