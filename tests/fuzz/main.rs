@@ -3,8 +3,9 @@
 //! and mutated input into every signature-header parser and every scheme's
 //! `Verifier::verify` (through every real provider definition), arbitrary
 //! `[signature]` tables into `Verifier::new`, mutated provider definitions
-//! into the loader, and arbitrary or mutated payloads into body decoding,
-//! event extraction, schema validation and every provider's mapping. The
+//! into the loader, and arbitrary or mutated payloads into body decoding
+//! (JSON, form, XML), event extraction, schema validation and every
+//! provider's mapping. The
 //! property of every target is the same: it returns, it never panics.
 //!
 //! `cargo test --test fuzz` runs a short pass (a few seconds); set

@@ -306,3 +306,79 @@ fn mutation_on_empty_input_is_harmless() {
         })
         .unwrap();
 }
+
+/// The XML inside Braintree's `bt_payload`, from its fixtures.
+fn braintree_xml() -> Vec<Vec<u8>> {
+    use base64::Engine;
+    fixtures("braintree")
+        .iter()
+        .filter_map(|form| {
+            let (_, payload) = form_urlencoded::parse(form).find(|(k, _)| k == "bt_payload")?;
+            let compact: String = payload.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn xml_to_json_mutated_documents_never_panics() {
+    use base64::Engine;
+    let catalog = catalog();
+    let registry = registry(&catalog);
+    let braintree = registry
+        .get("braintree")
+        .expect("the braintree provider")
+        .clone();
+    let samples = braintree_xml();
+    assert!(!samples.is_empty(), "no Braintree XML samples");
+    let executions = Executions::new("xml_to_json");
+    let mut runner = runner(512, file!());
+    let cases = runner.config().cases;
+    let piece = prop_oneof![
+        Just(b"<a>".to_vec()),
+        Just(b"</a>".to_vec()),
+        Just(b"<b type=\"integer\">".to_vec()),
+        Just(b"<c type=\"array\">".to_vec()),
+        Just(b"<d nil=\"true\"/>".to_vec()),
+        Just(b"<![CDATA[x]]>".to_vec()),
+        Just(b"&amp;&#x0;&#99999999;&unknown;".to_vec()),
+        Just(b"<?xml version=\"1.0\"?>".to_vec()),
+        Just(b"<!DOCTYPE x [<!ENTITY e \"e\">]>".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..8),
+    ];
+    let strategy = (
+        any::<prop::sample::Index>(),
+        proptest::collection::vec(arb_mutation(), 0..6),
+        proptest::collection::vec((any::<prop::sample::Index>(), piece), 0..4),
+    );
+    runner
+        .run(&strategy, |(at, mutations, inserts)| {
+            let mut xml = samples[at.index(samples.len())].clone();
+            for m in &mutations {
+                m.apply(&mut xml);
+            }
+            for (i, p) in &inserts {
+                let n = i.index(xml.len() + 1);
+                xml.splice(n..n, p.iter().copied());
+            }
+            let _ = hookgate::providers::body::xml_to_json(&xml);
+            // And as Braintree sends it: base64 in a form field.
+            let payload = base64::engine::general_purpose::STANDARD.encode(&xml);
+            let form: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("bt_signature", "hookgate_public_key|00")
+                .append_pair("bt_payload", &payload)
+                .finish();
+            through_pipeline(
+                &braintree,
+                form.as_bytes(),
+                Some("application/x-www-form-urlencoded"),
+                &catalog,
+            );
+            executions.add(2);
+            Ok(())
+        })
+        .unwrap();
+    executions.report(cases);
+}
