@@ -577,9 +577,11 @@ fn parse_time(
     let text = locate_text(loc, item, headers)?;
     match fmt {
         TimeFormat::Unix => OffsetDateTime::from_unix_timestamp(text.parse().ok()?).ok(),
-        TimeFormat::UnixMs => {
-            OffsetDateTime::from_unix_timestamp_nanos(text.parse::<i128>().ok()? * 1_000_000).ok()
-        }
+        // A sender's number may be beyond any date: no time, not an overflow.
+        TimeFormat::UnixMs => OffsetDateTime::from_unix_timestamp_nanos(
+            text.parse::<i128>().ok()?.checked_mul(1_000_000)?,
+        )
+        .ok(),
         TimeFormat::Rfc3339 => OffsetDateTime::parse(&text, &Rfc3339).ok(),
     }
 }
@@ -862,6 +864,26 @@ payload_fields = ["/groupKey"]"#,
             .into_iter()
             .map(|e| e.provider_event_id)
             .collect())
+    }
+
+    /// Found by `tests/fuzz` (a mutated Datadog body): a millisecond
+    /// timestamp of 36 digits overflowed `i128` when scaled to nanoseconds.
+    #[test]
+    fn parse_time_milliseconds_beyond_any_date_are_no_time_not_a_panic() {
+        let at = |v: Value| {
+            parse_time(
+                &Locator::Pointer("/t".into()),
+                TimeFormat::UnixMs,
+                &json!({ "t": v }),
+                &Headers::new(),
+            )
+        };
+        assert_eq!(at(json!("9".repeat(36))), None);
+        assert_eq!(at(json!(format!("-{}", "9".repeat(36)))), None);
+        assert_eq!(
+            at(json!(1_765_000_000_123u64)).map(|t| t.unix_timestamp()),
+            Some(1_765_000_000)
+        );
     }
 
     #[test]
