@@ -353,53 +353,15 @@ async fn cli_deliveries_and_rejections_talk_to_a_running_gateway(backend: Backen
 /// operator would use it against a gateway configured like the fixture
 /// test's: the gateway accepts every one.
 async fn cli_sign_output_is_accepted_for_every_provider(backend: Backend) {
-    use crate::fixtures::{paypal_auth, secret_for, PAYPAL_WEBHOOK_ID};
+    use crate::fixtures::{
+        app_with_every_provider, fixture_files, provider_names, secret_for, PAYPAL_WEBHOOK_ID,
+    };
     let providers_dir = repo().join("providers");
-    let mut names: Vec<String> = std::fs::read_dir(&providers_dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("provider.toml").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let specs = names
-        .iter()
-        .map(|name| {
-            let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
-            SourceSpec {
-                name: leaked,
-                provider: leaked,
-                secrets: vec![secret_for(&scheme(name))],
-                on_schema_violation: hookgate::config::OnSchemaViolation::Quarantine,
-            }
-        })
-        .collect();
-    let app = spawn_app_configured(
-        Spawn {
-            backend,
-            sources: specs,
-            ..Spawn::default()
-        },
-        |s| {
-            for source in s.sources.iter_mut().filter(|s| s.provider == "paypal") {
-                source.auth = Some(paypal_auth());
-            }
-        },
-    )
-    .await;
+    let names = provider_names();
+    let app =
+        app_with_every_provider(backend, hookgate::config::OnSchemaViolation::Quarantine).await;
     for name in &names {
-        let dir = providers_dir.join(name).join("fixtures");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let f = p.file_name().unwrap().to_string_lossy();
-                (f.ends_with(".json") || f.ends_with(".form"))
-                    && !f.ends_with(".expected.json")
-                    && !f.ends_with(".headers.json")
-            })
-            .collect();
-        files.sort();
+        let files = fixture_files(name);
         let file = &files[0];
         let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
         let form = file.extension().is_some_and(|e| e == "form");

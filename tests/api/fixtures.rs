@@ -51,41 +51,56 @@ pub(crate) fn secret_for(scheme: &hookgate::verify::SchemeConfig) -> &'static st
     }
 }
 
-async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
-    let providers_dir = repo().join("providers");
-    let mut specs = Vec::new();
-    let mut fixtures: Vec<(String, std::path::PathBuf)> = Vec::new();
-    let mut names: Vec<String> = std::fs::read_dir(&providers_dir)
+/// Every folder under `providers/`, sorted.
+pub(crate) fn provider_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo().join("providers"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join("provider.toml").is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    for name in &names {
-        let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
-        specs.push(SourceSpec {
-            name: leaked,
-            provider: leaked,
-            secrets: vec![secret_for(&scheme(name))],
-            on_schema_violation: hookgate::config::OnSchemaViolation::Reject,
-        });
-        let dir = providers_dir.join(name).join("fixtures");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|_| panic!("{name} has no fixtures/"))
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let f = p.file_name().unwrap().to_string_lossy();
-                (f.ends_with(".json") || f.ends_with(".form"))
-                    && !f.ends_with(".expected.json")
-                    && !f.ends_with(".headers.json")
-            })
-            .collect();
-        files.sort();
-        assert!(!files.is_empty(), "{name} has no fixtures");
-        fixtures.extend(files.into_iter().map(|f| (name.clone(), f)));
-    }
-    let app = spawn_app_configured(
+    names
+}
+
+/// A provider's request fixtures (`*.json`, `*.form`), sorted; at least one.
+pub(crate) fn fixture_files(name: &str) -> Vec<std::path::PathBuf> {
+    let dir = repo().join("providers").join(name).join("fixtures");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|_| panic!("{name} has no fixtures/"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let f = p.file_name().unwrap().to_string_lossy();
+            (f.ends_with(".json") || f.ends_with(".form"))
+                && !f.ends_with(".expected.json")
+                && !f.ends_with(".headers.json")
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{name} has no fixtures");
+    files
+}
+
+/// An app with one source per provider, named like it, holding the secret
+/// `secret_for` gives its scheme (PayPal's with its webhook id).
+pub(crate) async fn app_with_every_provider(
+    backend: Backend,
+    on_schema_violation: hookgate::config::OnSchemaViolation,
+) -> TestApp {
+    let specs = provider_names()
+        .into_iter()
+        .map(|name| {
+            let secret = secret_for(&scheme(&name));
+            let leaked: &'static str = Box::leak(name.into_boxed_str());
+            SourceSpec {
+                name: leaked,
+                provider: leaked,
+                secrets: vec![secret],
+                on_schema_violation,
+            }
+        })
+        .collect();
+    spawn_app_configured(
         Spawn {
             backend,
             sources: specs,
@@ -97,7 +112,16 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
             }
         },
     )
-    .await;
+    .await
+}
+
+async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
+    let names = provider_names();
+    let fixtures: Vec<(String, std::path::PathBuf)> = names
+        .iter()
+        .flat_map(|name| fixture_files(name).into_iter().map(|f| (name.clone(), f)))
+        .collect();
+    let app = app_with_every_provider(backend, hookgate::config::OnSchemaViolation::Reject).await;
 
     let mut seen_events = 0;
     let mut per_provider: BTreeMap<String, usize> = BTreeMap::new();
