@@ -133,6 +133,7 @@ impl Application {
         );
         let processor = Arc::new(Processor::new(
             store.clone(),
+            ingestor.committer().clone(),
             registry,
             catalog.clone(),
             options.clock.clone(),

@@ -1,21 +1,34 @@
 //! The embedded SQLite backend: one file, WAL journal, `synchronous=FULL` so
 //! a committed transaction is on disk before `insert_requests` returns.
-//! Write transactions start with `BEGIN IMMEDIATE` so that they queue on the
-//! busy timeout instead of failing on a read-to-write lock upgrade.
+//!
+//! Every write goes through ONE dedicated connection behind an in-process
+//! mutex (SQLite has one writer anyway): its page cache stays warm, since no
+//! other connection's commits invalidate it, and writers queue in process
+//! instead of on SQLite's busy handler. Reads use a pool of their own.
+//!
+//! The group-commit writer's batches (ingested requests, the queue's
+//! completions and claims) run as one multi-statement query from `BEGIN
+//! IMMEDIATE` to `COMMIT`: one round trip to sqlx's SQLite thread per
+//! commit instead of one per statement, which is what bounded the ingest
+//! rate once flushes were grouped.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::sql;
 use super::{
-    AttemptOutcome, AttemptRecord, Claimed, Completed, DeliveryFilter, DeliveryRecord,
-    DeliveryStatus, Inserted, NewRequest, Position, Purge, Purged, QueueStats, Rejection,
-    RejectionFilter, RejectionRecord, RequestRecord, Retry, Store, StoreError, StoreResult,
-    StoredEvent, Transition,
+    AttemptOutcome, AttemptRecord, ClaimRequest, Claimed, CompleteBatch, Completed, DeliveryFilter,
+    DeliveryRecord, DeliveryStatus, GroupOutcome, Inserted, NewDelivery, NewRequest, Position,
+    Purge, Purged, QueueStats, Rejection, RejectionFilter, RejectionRecord, RequestRecord, Retry,
+    Store, StoreError, StoreResult, StoredEvent, Transition, WriteGroup,
 };
 use crate::catalog::TypePattern;
 
@@ -23,13 +36,16 @@ use crate::catalog::TypePattern;
 /// statement far below SQLite's 32 766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// The writer's page cache (KiB): the unique index on (source,
+/// provider_event_id) takes random inserts, so its pages are the ones a
+/// small cache keeps reading back.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
 pub struct SqliteStore {
+    /// Readers.
     pool: SqlitePool,
-    /// SQLite has one writer. Writers queue here, in process, instead of
-    /// on SQLite's busy handler, which sleeps in steps of up to 100 ms and
-    /// turned every collision between the group commit and the queue's
-    /// transactions into a latency spike.
-    write: tokio::sync::Mutex<()>,
+    /// The one writer.
+    writer: tokio::sync::Mutex<SqliteConnection>,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -49,170 +65,399 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals (a multi-row statement inside a
+            // transaction needs one) in memory, not a temp file created
+            // and unlinked per transaction.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
+        let writer = options
+            .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
+            .connect()
+            .await
+            .map_err(unavailable)?;
         Ok(SqliteStore {
             pool,
-            write: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(writer),
         })
+    }
+
+    /// Commit a group in one transaction. Should that fail and the group
+    /// mix callers (ingest and the queue), each part is tried again on its
+    /// own, so that a failing completion can't refuse an ingest or the
+    /// other way round: only the part that fails by itself reports it.
+    async fn commit_group(&self, group: Group<'_>) -> GroupOutcome {
+        let mut w = self.writer.lock().await;
+        let error = match run_group(&mut w, &group).await {
+            Ok(outcome) => return outcome,
+            Err(e) => e,
+        };
+        let parts =
+            usize::from(!group.requests.is_empty()) + group.completes.len() + group.claims.len();
+        if parts <= 1 {
+            return group.failed(&error);
+        }
+        tracing::warn!(error = %error, parts, "group commit failed; retrying its parts one by one");
+        let inserted = if group.requests.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let part = Group {
+                requests: group.requests,
+                ..Group::default()
+            };
+            match run_group(&mut w, &part).await {
+                Ok(o) => o.inserted,
+                Err(e) => Err(e),
+            }
+        };
+        let mut completes = Vec::with_capacity(group.completes.len());
+        for c in group.completes.chunks(1) {
+            let part = Group {
+                completes: c,
+                ..Group::default()
+            };
+            completes.push(match run_group(&mut w, &part).await {
+                Ok(o) => o.completes.into_iter().next().unwrap_or(Ok(())),
+                Err(e) => Err(e),
+            });
+        }
+        let mut claims = Vec::with_capacity(group.claims.len());
+        for c in group.claims.chunks(1) {
+            let part = Group {
+                claims: c,
+                ..Group::default()
+            };
+            claims.push(match run_group(&mut w, &part).await {
+                Ok(o) => o
+                    .claims
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| Ok(Vec::new())),
+                Err(e) => Err(e),
+            });
+        }
+        GroupOutcome {
+            inserted,
+            completes,
+            claims,
+        }
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>> {
-        // A few multi-row statements per batch, not two per request: each
-        // statement is a round trip to sqlx's SQLite thread, and those
-        // round trips, not the flush, bounded the ingest rate.
-        let _writer = self.write.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO requests (id, source, received_at, remote_addr, headers, body) ",
-            );
-            q.push_values(chunk, |mut row, req| {
-                row.push_bind(&req.id)
-                    .push_bind(&req.source)
-                    .push_bind(req.received_at_ms)
-                    .push_bind(&req.remote_addr)
-                    .push_bind(&req.headers_json)
-                    .push_bind(&req.body);
-            });
-            q.build().execute(&mut *tx).await.map_err(unavailable)?;
-        }
+/// A `WriteGroup` by reference, so that its parts can be retried alone
+/// without copying bodies.
+#[derive(Clone, Copy, Default)]
+struct Group<'a> {
+    requests: &'a [NewRequest],
+    completes: &'a [CompleteBatch],
+    claims: &'a [ClaimRequest],
+}
 
-        // Every delivery in batch order: within one statement SQLite inserts
-        // the rows in order, so of two with the same key in this batch the
-        // first is stored and the second is its duplicate, as if sent one
-        // after the other.
-        let rows: Vec<(&NewRequest, &super::NewDelivery)> = batch
-            .iter()
-            .flat_map(|req| req.deliveries.iter().map(move |d| (req, d)))
-            .collect();
-        let mut inserted: std::collections::HashSet<String> =
-            std::collections::HashSet::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (id, request_id, item_index, source, provider, \
-                 provider_event_id, provider_event_type, occurred_at, received_at, status, \
-                 attempts, next_attempt_at, violations, updated_at) ",
-            );
-            q.push_values(chunk, |mut row, (req, d)| {
-                row.push_bind(&d.id)
-                    .push_bind(&req.id)
-                    .push_bind(d.item_index)
-                    .push_bind(&req.source)
-                    .push_bind(&req.provider)
-                    .push_bind(&d.provider_event_id)
-                    .push_bind(&d.provider_event_type)
-                    .push_bind(d.occurred_at_ms)
-                    .push_bind(req.received_at_ms)
-                    .push_bind(d.status.as_str())
-                    .push("0")
-                    .push_bind(req.received_at_ms)
-                    .push_bind(&d.violations)
-                    .push_bind(req.received_at_ms);
-            });
-            q.push(" ON CONFLICT (source, provider_event_id) DO NOTHING RETURNING id");
-            let ids: Vec<(String,)> = q
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            inserted.extend(ids.into_iter().map(|(id,)| id));
+impl Group<'_> {
+    fn failed(&self, e: &StoreError) -> GroupOutcome {
+        GroupOutcome {
+            inserted: if self.requests.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Err(e.clone())
+            },
+            completes: self.completes.iter().map(|_| Err(e.clone())).collect(),
+            claims: self.claims.iter().map(|_| Err(e.clone())).collect(),
         }
+    }
+}
 
-        // The originals of the duplicates: committed earlier, or earlier in
-        // this batch.
-        let duplicates: Vec<&(&NewRequest, &super::NewDelivery)> = rows
+/// The first column of every row the group's query returns: which
+/// statement it came from. Claims are `CLAIMED + i` for the i-th claim.
+const KEY_ROW: i64 = 0;
+const CLAIMED: i64 = 1;
+
+/// Due deliveries in arrival order, `limit` of them. Appears twice per
+/// claim (rows to return, rows to update); the order is total, so both
+/// see the same set within the transaction.
+fn push_due<'a>(q: &mut QueryBuilder<'a, Sqlite>, c: &ClaimRequest) {
+    q.push(
+        "SELECT id FROM deliveries WHERE (status IN ('pending', 'failed') AND next_attempt_at <= ",
+    )
+    .push_bind(c.now_ms)
+    .push(") OR (status = 'processing' AND lease_until < ")
+    .push_bind(c.now_ms)
+    .push(") ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT ")
+    .push_bind(i64::from(c.limit));
+}
+
+/// The group as one multi-statement query, `BEGIN IMMEDIATE` to `COMMIT`.
+/// Order: the requests (so the idempotency lookups see them), the
+/// completions, then the claims (which may lease what this very group
+/// inserted).
+fn group_query<'a>(group: &Group<'a>) -> QueryBuilder<'a, Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;\n");
+    for chunk in group.requests.chunks(ROWS_PER_STATEMENT) {
+        q.push("INSERT INTO requests (id, source, received_at, remote_addr, headers, body) ");
+        q.push_values(chunk, |mut row, req| {
+            row.push_bind(&req.id)
+                .push_bind(&req.source)
+                .push_bind(req.received_at_ms)
+                .push_bind(&req.remote_addr)
+                .push_bind(&req.headers_json)
+                .push_bind(&req.body);
+        });
+        q.push(";\n");
+    }
+    // Every delivery in batch order: within one statement SQLite inserts
+    // the rows in order, so of two with the same key in this group the
+    // first is stored and the second is its duplicate, as if sent one
+    // after the other.
+    let rows: Vec<(&NewRequest, &NewDelivery)> = group
+        .requests
+        .iter()
+        .flat_map(|req| req.deliveries.iter().map(move |d| (req, d)))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        q.push(
+            "INSERT INTO deliveries (id, request_id, item_index, source, provider, \
+             provider_event_id, provider_event_type, occurred_at, received_at, status, \
+             attempts, next_attempt_at, violations, updated_at) ",
+        );
+        q.push_values(chunk, |mut row, (req, d)| {
+            row.push_bind(&d.id)
+                .push_bind(&req.id)
+                .push_bind(d.item_index)
+                .push_bind(&req.source)
+                .push_bind(&req.provider)
+                .push_bind(&d.provider_event_id)
+                .push_bind(&d.provider_event_type)
+                .push_bind(d.occurred_at_ms)
+                .push_bind(req.received_at_ms)
+                .push_bind(d.status.as_str())
+                .push("0")
+                .push_bind(req.received_at_ms)
+                .push_bind(&d.violations)
+                .push_bind(req.received_at_ms);
+        });
+        q.push(" ON CONFLICT (source, provider_event_id) DO NOTHING;\n");
+    }
+    // A request all of whose events were duplicates keeps no second copy
+    // of the bytes.
+    for chunk in group.requests.chunks(ROWS_PER_STATEMENT) {
+        q.push("DELETE FROM requests WHERE id IN (");
+        let mut ids = q.separated(", ");
+        for req in chunk {
+            ids.push_bind(&req.id);
+        }
+        q.push(") AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.request_id = requests.id);\n");
+    }
+    // What each key holds now: our delivery, or the original (committed
+    // earlier, or earlier in this group).
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        q.push("SELECT ").push(KEY_ROW).push(
+            ", source, provider_event_id, id, status FROM deliveries \
+                   WHERE (source, provider_event_id) IN (",
+        );
+        let mut keys = q.separated(", ");
+        for (req, d) in chunk {
+            keys.push("(")
+                .push_bind_unseparated(&req.source)
+                .push_unseparated(", ")
+                .push_bind_unseparated(&d.provider_event_id)
+                .push_unseparated(")");
+        }
+        q.push(");\n");
+    }
+
+    for batch in group.completes.iter().filter(|c| !c.done.is_empty()) {
+        let events: Vec<(&Completed, &super::NewEvent)> = batch
+            .done
             .iter()
-            .filter(|(_, d)| !inserted.contains(&d.id))
+            .flat_map(|c| c.events.iter().map(move |e| (c, e)))
             .collect();
-        let mut existing: std::collections::HashMap<(String, String), (String, String)> =
-            std::collections::HashMap::with_capacity(duplicates.len());
-        for chunk in duplicates.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT source, provider_event_id, id, status FROM deliveries \
-                 WHERE (source, provider_event_id) IN (",
-            );
-            let mut keys = q.separated(", ");
-            for (req, d) in chunk {
-                keys.push("(")
-                    .push_bind_unseparated(&req.source)
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            q.push("INSERT INTO events (id, type, source, delivery_id, created_at, payload) ");
+            q.push_values(chunk, |mut row, (c, e)| {
+                row.push_bind(&e.id)
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.source)
+                    .push_bind(&c.delivery_id)
+                    .push_bind(batch.now_ms)
+                    .push_bind(&e.payload_json);
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING;\n");
+        }
+        for chunk in batch.done.chunks(ROWS_PER_STATEMENT) {
+            q.push(
+                "UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
+                 updated_at = ",
+            )
+            .push_bind(batch.now_ms)
+            .push(" WHERE id IN (");
+            let mut ids = q.separated(", ");
+            for c in chunk {
+                ids.push_bind(&c.delivery_id);
+            }
+            q.push(");\n");
+            // The audit rows, numbered by the delivery's attempts (as
+            // `sql::INSERT_ATTEMPT` does one at a time).
+            q.push(
+                "INSERT INTO attempts \
+                 (delivery_id, attempt, started_at, finished_at, outcome, error, retry_at, events) \
+                 SELECT d.id, d.attempts, v.column2, ",
+            )
+            .push_bind(batch.now_ms)
+            .push(", ")
+            .push_bind(AttemptOutcome::Done.as_str())
+            .push(", NULL, NULL, v.column3 FROM (VALUES ");
+            let mut values = q.separated(", ");
+            for c in chunk {
+                values
+                    .push("(")
+                    .push_bind_unseparated(&c.delivery_id)
                     .push_unseparated(", ")
-                    .push_bind_unseparated(&d.provider_event_id)
+                    .push_bind_unseparated(c.started_at_ms)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(sql::events_json(&c.events))
                     .push_unseparated(")");
             }
-            q.push(")");
-            let found: Vec<(String, String, String, String)> = q
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            existing.extend(
-                found
-                    .into_iter()
-                    .map(|(source, event, id, status)| ((source, event), (id, status))),
-            );
+            q.push(") AS v JOIN deliveries d ON d.id = v.column1;\n");
         }
+    }
 
-        let mut results = Vec::with_capacity(batch.len());
-        let mut unused: Vec<&str> = Vec::new();
-        for req in batch {
-            let mut outcome = Vec::with_capacity(req.deliveries.len());
-            for d in &req.deliveries {
-                if inserted.contains(&d.id) {
-                    outcome.push(Inserted {
-                        id: d.id.clone(),
-                        provider_event_id: d.provider_event_id.clone(),
-                        duplicate: false,
-                        status: d.status,
-                    });
-                    continue;
+    for (i, c) in group.claims.iter().enumerate() {
+        // The rows first (with the attempt they are about to become), then
+        // the lease. A delivery whose request row is gone still comes back
+        // (with an empty body, so processing fails and retries) rather
+        // than staying leased and unseen.
+        q.push("SELECT ").push(CLAIMED + i as i64).push(
+            ", d.id, d.source, d.provider, d.provider_event_id, d.provider_event_type, \
+                 d.occurred_at, d.received_at, d.item_index, d.attempts + 1, r.body, r.headers \
+                 FROM deliveries d LEFT JOIN requests r ON r.id = d.request_id WHERE d.id IN (",
+        );
+        push_due(&mut q, c);
+        q.push(");\nUPDATE deliveries SET status = 'processing', attempts = attempts + 1, lease_until = ")
+            .push_bind(c.lease_until_ms)
+            .push(", updated_at = ")
+            .push_bind(c.now_ms)
+            .push(" WHERE id IN (");
+        push_due(&mut q, c);
+        q.push(");\n");
+    }
+    q.push("COMMIT;");
+    q
+}
+
+/// Run the group's query on the writer and sort out what came back. On an
+/// error the transaction is rolled back (the query stops at the failing
+/// statement, inside it).
+async fn run_group(conn: &mut SqliteConnection, group: &Group<'_>) -> StoreResult<GroupOutcome> {
+    let mut q = group_query(group);
+    // Groups of requests alone recur with the same shape under a steady
+    // load and are worth caching; mixed ones rarely repeat.
+    let persistent = group.completes.is_empty() && group.claims.is_empty();
+    let rows = match q.build().persistent(persistent).fetch_all(&mut *conn).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Nothing to roll back when BEGIN itself failed; that error
+            // is the one that matters.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(unavailable(e));
+        }
+    };
+    read_group(group, rows)
+}
+
+fn read_group(group: &Group<'_>, rows: Vec<SqliteRow>) -> StoreResult<GroupOutcome> {
+    let mut stored: HashMap<(String, String), (String, String)> = HashMap::new();
+    let mut claims: Vec<Vec<Claimed>> = vec![Vec::new(); group.claims.len()];
+    for row in rows {
+        let kind: i64 = row.try_get(0).map_err(unavailable)?;
+        if kind == KEY_ROW {
+            let source: String = row.try_get(1).map_err(unavailable)?;
+            let event: String = row.try_get(2).map_err(unavailable)?;
+            let id: String = row.try_get(3).map_err(unavailable)?;
+            let status: String = row.try_get(4).map_err(unavailable)?;
+            stored.insert((source, event), (id, status));
+            continue;
+        }
+        let Some(claimed) = usize::try_from(kind - CLAIMED)
+            .ok()
+            .and_then(|i| claims.get_mut(i))
+        else {
+            return Err(StoreError::Corrupt(format!("unexpected row kind {kind}")));
+        };
+        let body: Option<Vec<u8>> = row.try_get(10).map_err(unavailable)?;
+        let headers_json: Option<String> = row.try_get(11).map_err(unavailable)?;
+        claimed.push(Claimed {
+            id: row.try_get(1).map_err(unavailable)?,
+            source: row.try_get(2).map_err(unavailable)?,
+            provider: row.try_get(3).map_err(unavailable)?,
+            provider_event_id: row.try_get(4).map_err(unavailable)?,
+            provider_event_type: row.try_get(5).map_err(unavailable)?,
+            occurred_at_ms: row.try_get(6).map_err(unavailable)?,
+            received_at_ms: row.try_get(7).map_err(unavailable)?,
+            item_index: row.try_get(8).map_err(unavailable)?,
+            attempts: row.try_get::<i64, _>(9).map_err(unavailable)?.max(0) as u32,
+            body: body.unwrap_or_default(),
+            headers_json: headers_json.unwrap_or_else(|| "{}".into()),
+        });
+    }
+    for c in &mut claims {
+        // Process in arrival order, and a batch in item order.
+        c.sort_by_key(|c| (c.received_at_ms, c.item_index));
+    }
+
+    let mut inserted = Vec::with_capacity(group.requests.len());
+    for req in group.requests {
+        let mut outcome = Vec::with_capacity(req.deliveries.len());
+        for d in &req.deliveries {
+            let Some((id, status)) = stored.get(&(req.source.clone(), d.provider_event_id.clone()))
+            else {
+                return Err(StoreError::Unavailable(
+                    "a conflicting delivery vanished".into(),
+                ));
+            };
+            outcome.push(if *id == d.id {
+                Inserted {
+                    id: d.id.clone(),
+                    provider_event_id: d.provider_event_id.clone(),
+                    duplicate: false,
+                    status: d.status,
                 }
-                let (id, status) = existing
-                    .get(&(req.source.clone(), d.provider_event_id.clone()))
-                    .ok_or_else(|| {
-                        StoreError::Unavailable("a conflicting delivery vanished".into())
-                    })?;
-                outcome.push(Inserted {
+            } else {
+                Inserted {
                     id: id.clone(),
                     provider_event_id: d.provider_event_id.clone(),
                     duplicate: true,
                     status: DeliveryStatus::parse(status)
                         .ok_or_else(|| StoreError::Corrupt(format!("unknown status {status:?}")))?,
-                });
-            }
-            if outcome.iter().all(|o| o.duplicate) {
-                // Nothing new: don't keep a second copy of the bytes.
-                unused.push(&req.id);
-            }
-            results.push(outcome);
+                }
+            });
         }
-        for chunk in unused.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM requests WHERE id IN (");
-            let mut ids = q.separated(", ");
-            for id in chunk {
-                ids.push_bind(*id);
-            }
-            q.push(")");
-            q.build().execute(&mut *tx).await.map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(results)
+        inserted.push(outcome);
+    }
+    Ok(GroupOutcome {
+        inserted: Ok(inserted),
+        completes: group.completes.iter().map(|_| Ok(())).collect(),
+        claims: claims.into_iter().map(Ok).collect(),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_requests(&self, batch: &[NewRequest]) -> StoreResult<Vec<Vec<Inserted>>> {
+        self.commit_group(Group {
+            requests: batch,
+            ..Group::default()
+        })
+        .await
+        .inserted
     }
 
     async fn claim(
@@ -221,111 +466,52 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<Claimed>> {
-        let _writer = self.write.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
-        let rows = sqlx::query(
-            "UPDATE deliveries SET status = 'processing', attempts = attempts + 1, \
-             lease_until = ?2, updated_at = ?1 \
-             WHERE id IN (SELECT id FROM deliveries \
-               WHERE (status IN ('pending', 'failed') AND next_attempt_at <= ?1) \
-                  OR (status = 'processing' AND lease_until < ?1) \
-               ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT ?3) \
-             RETURNING id, request_id, source, provider, provider_event_id, \
-               provider_event_type, occurred_at, received_at, item_index, attempts",
-        )
-        .bind(now_ms)
-        .bind(lease_until_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let request_id: String = row.try_get("request_id").map_err(unavailable)?;
-            let (body, headers_json): (Vec<u8>, String) =
-                sqlx::query_as("SELECT body, headers FROM requests WHERE id = ?")
-                    .bind(&request_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            claimed.push(Claimed {
-                id: row.try_get("id").map_err(unavailable)?,
-                source: row.try_get("source").map_err(unavailable)?,
-                provider: row.try_get("provider").map_err(unavailable)?,
-                provider_event_id: row.try_get("provider_event_id").map_err(unavailable)?,
-                provider_event_type: row.try_get("provider_event_type").map_err(unavailable)?,
-                occurred_at_ms: row.try_get("occurred_at").map_err(unavailable)?,
-                received_at_ms: row.try_get("received_at").map_err(unavailable)?,
-                item_index: row.try_get("item_index").map_err(unavailable)?,
-                attempts: row.try_get::<i64, _>("attempts").map_err(unavailable)? as u32,
-                body,
-                headers_json,
-            });
-        }
-        tx.commit().await.map_err(unavailable)?;
-        // RETURNING order is unspecified; process in arrival order, and a
-        // batch in item order.
-        claimed.sort_by_key(|c| (c.received_at_ms, c.item_index));
-        Ok(claimed)
+        let claim = [ClaimRequest {
+            now_ms,
+            lease_until_ms,
+            limit,
+        }];
+        let outcome = self
+            .commit_group(Group {
+                claims: &claim,
+                ..Group::default()
+            })
+            .await;
+        outcome
+            .claims
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Ok(Vec::new()))
     }
 
     async fn complete_many(&self, done: &[Completed], now_ms: i64) -> StoreResult<()> {
         if done.is_empty() {
             return Ok(());
         }
-        let _writer = self.write.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
-        for Completed {
-            delivery_id,
-            started_at_ms,
-            events,
-        } in done
-        {
-            for e in events {
-                sqlx::query(
-                    "INSERT INTO events (id, type, source, delivery_id, created_at, payload) \
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&e.id)
-                .bind(&e.event_type)
-                .bind(&e.source)
-                .bind(delivery_id)
-                .bind(now_ms)
-                .bind(&e.payload_json)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            }
-            sqlx::query(
-                "UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
-                 updated_at = ? WHERE id = ?",
-            )
-            .bind(now_ms)
-            .bind(delivery_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            sqlx::query(sql::INSERT_ATTEMPT)
-                .bind(delivery_id)
-                .bind(started_at_ms)
-                .bind(now_ms)
-                .bind(AttemptOutcome::Done.as_str())
-                .bind(None::<String>)
-                .bind(None::<i64>)
-                .bind(sql::events_json(events))
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+        let batch = [CompleteBatch {
+            done: done.to_vec(),
+            now_ms,
+        }];
+        let outcome = self
+            .commit_group(Group {
+                completes: &batch,
+                ..Group::default()
+            })
+            .await;
+        outcome.completes.into_iter().next().unwrap_or(Ok(()))
+    }
+
+    fn single_writer(&self) -> bool {
+        true
+    }
+
+    async fn write_group(&self, group: &WriteGroup) -> GroupOutcome {
+        self.commit_group(Group {
+            requests: &group.requests,
+            completes: &group.completes,
+            claims: &group.claims,
+        })
+        .await
     }
 
     async fn fail(
@@ -340,12 +526,8 @@ impl Store for SqliteStore {
             Retry::At(at) => (AttemptOutcome::Failed, at, Some(at)),
             Retry::Dead => (AttemptOutcome::Dead, now_ms, None),
         };
-        let _writer = self.write.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
+        let mut w = self.writer.lock().await;
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
         sqlx::query(sql::FAIL)
             .bind(outcome.as_str())
             .bind(next)
@@ -385,8 +567,8 @@ impl Store for SqliteStore {
                 .push_bind(r.received_at_ms)
                 .push_bind(&r.body);
         });
-        let _writer = self.write.lock().await;
-        qb.build().execute(&self.pool).await.map_err(unavailable)?;
+        let mut w = self.writer.lock().await;
+        qb.build().execute(&mut *w).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -505,13 +687,13 @@ impl Store for SqliteStore {
         // Processing twice is harmless (catalog event ids are
         // deterministic), so releasing is safe even if another process
         // shares the file.
-        let _writer = self.write.lock().await;
+        let mut w = self.writer.lock().await;
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', lease_until = NULL, updated_at = ? \
              WHERE status = 'processing'",
         )
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *w)
         .await
         .map_err(unavailable)?;
         Ok(done.rows_affected())
@@ -524,6 +706,7 @@ impl Store for SqliteStore {
         now_ms: i64,
         until_ms: i64,
     ) -> StoreResult<Option<i64>> {
+        let mut w = self.writer.lock().await;
         let cursor: Option<i64> = sqlx::query_scalar(
             "INSERT INTO sinks (name, cursor_seq, owner, lease_until) VALUES (?1, 0, ?2, ?4) \
              ON CONFLICT (name) DO UPDATE SET owner = ?2, lease_until = ?4 \
@@ -534,30 +717,32 @@ impl Store for SqliteStore {
         .bind(owner)
         .bind(now_ms)
         .bind(until_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *w)
         .await
         .map_err(unavailable)?;
         Ok(cursor)
     }
 
     async fn advance_sink(&self, sink: &str, owner: &str, seq: i64) -> StoreResult<bool> {
+        let mut w = self.writer.lock().await;
         let done = sqlx::query(
             "UPDATE sinks SET cursor_seq = ?3 WHERE name = ?1 AND owner = ?2 AND cursor_seq < ?3",
         )
         .bind(sink)
         .bind(owner)
         .bind(seq)
-        .execute(&self.pool)
+        .execute(&mut *w)
         .await
         .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn release_sink(&self, sink: &str, owner: &str) -> StoreResult<()> {
+        let mut w = self.writer.lock().await;
         sqlx::query("UPDATE sinks SET owner = NULL, lease_until = 0 WHERE name = ? AND owner = ?")
             .bind(sink)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&mut *w)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -596,7 +781,7 @@ impl Store for SqliteStore {
         allowed: &[DeliveryStatus],
         now_ms: i64,
     ) -> StoreResult<Transition> {
-        let _writer = self.write.lock().await;
+        let mut w = self.writer.lock().await;
         let current = match self.transition_state(id, allowed, true).await? {
             Ok(current) => current,
             Err(refused) => return Ok(refused),
@@ -605,7 +790,7 @@ impl Store for SqliteStore {
             .bind(now_ms)
             .bind(id)
             .bind(current.as_str())
-            .execute(&self.pool)
+            .execute(&mut *w)
             .await
             .map_err(unavailable)?;
         Ok(sql::applied(done.rows_affected()))
@@ -627,8 +812,8 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             return Ok(n.max(0) as u64);
         }
-        let _writer = self.write.lock().await;
-        let done = qb.build().execute(&self.pool).await.map_err(unavailable)?;
+        let mut w = self.writer.lock().await;
+        let done = qb.build().execute(&mut *w).await.map_err(unavailable)?;
         Ok(done.rows_affected())
     }
 
@@ -639,7 +824,7 @@ impl Store for SqliteStore {
         reason: &str,
         now_ms: i64,
     ) -> StoreResult<Transition> {
-        let _writer = self.write.lock().await;
+        let mut w = self.writer.lock().await;
         let current = match self.transition_state(id, allowed, false).await? {
             Ok(current) => current,
             Err(refused) => return Ok(refused),
@@ -649,7 +834,7 @@ impl Store for SqliteStore {
             .bind(now_ms)
             .bind(id)
             .bind(current.as_str())
-            .execute(&self.pool)
+            .execute(&mut *w)
             .await
             .map_err(unavailable)?;
         Ok(sql::applied(done.rows_affected()))
@@ -672,13 +857,13 @@ impl Store for SqliteStore {
         let mut purged = Purged::default();
         if let Some(before) = purge.bodies_before_ms {
             loop {
-                let _writer = self.write.lock().await;
+                let mut w = self.writer.lock().await;
                 let n = sqlx::query(sql::PURGE_BODIES)
                     .bind(before)
                     .bind(Vec::<u8>::new())
                     .bind(now_ms)
                     .bind(chunk)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(unavailable)?
                     .rows_affected();
@@ -690,11 +875,11 @@ impl Store for SqliteStore {
         }
         if let Some(before) = purge.rejections_before_ms {
             loop {
-                let _writer = self.write.lock().await;
+                let mut w = self.writer.lock().await;
                 let n = sqlx::query(sql::PURGE_REJECTIONS)
                     .bind(before)
                     .bind(chunk)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(unavailable)?
                     .rows_affected();
@@ -706,12 +891,8 @@ impl Store for SqliteStore {
         }
         if let Some(before) = purge.deliveries_before_ms {
             loop {
-                let _writer = self.write.lock().await;
-                let mut tx = self
-                    .pool
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(unavailable)?;
+                let mut w = self.writer.lock().await;
+                let mut tx = w.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
                 let expired: Vec<(String, String)> = sqlx::query_as(sql::EXPIRED_DELIVERIES)
                     .bind(before)
                     .bind(i64::MAX)
