@@ -41,6 +41,11 @@ pub mod metrics {
     pub const OLDEST_PENDING: &str = "hookgate_oldest_pending_age_seconds";
     pub const PUBLISH_LAG: &str = "hookgate_publish_lag_events";
     pub const RETENTION_REMOVED: &str = "hookgate_retention_removed_total";
+    /// Group commits, and the requests and queue writes they carried: the
+    /// ratio is the batching a load achieves.
+    pub const GROUP_COMMITS: &str = "hookgate_group_commits_total";
+    pub const GROUP_COMMIT_REQUESTS: &str = "hookgate_group_commit_requests_total";
+    pub const GROUP_COMMIT_QUEUE_WRITES: &str = "hookgate_group_commit_queue_writes_total";
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -19,6 +19,8 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::telemetry::metrics as m;
+
 use super::{
     ClaimRequest, Claimed, CompleteBatch, Completed, DynStore, GroupOutcome, Inserted, NewRequest,
     StoreError, StoreResult, WriteGroup,
@@ -126,6 +128,9 @@ impl GroupCommitter {
                 task_stats
                     .queue_ops
                     .fetch_add(queue_ops as u64, Ordering::Relaxed);
+                metrics::counter!(m::GROUP_COMMITS).increment(1);
+                metrics::counter!(m::GROUP_COMMIT_REQUESTS).increment(group.requests.len() as u64);
+                metrics::counter!(m::GROUP_COMMIT_QUEUE_WRITES).increment(queue_ops as u64);
                 match outcome.inserted {
                     Ok(inserted) if inserted.len() == insert_replies.len() => {
                         for (reply, outcome) in insert_replies.into_iter().zip(inserted) {
