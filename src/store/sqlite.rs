@@ -107,6 +107,12 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(unavailable)?
             .create_if_missing(true)
+            // For a new database only (an existing one keeps its page
+            // size): a stored request is ~2.5 KiB, so a 4 KiB page held
+            // one and every request cost a page of its own in the WAL;
+            // 8 KiB pages hold three. Fewer, larger WAL frames measured
+            // ~20 % more rows per second on this workload.
+            .page_size(8192)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
