@@ -143,6 +143,7 @@ impl Application {
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut workers = processor.spawn_workers(shutdown_rx.clone());
+        workers.push(crate::telemetry::metrics::spawn_upkeep(shutdown_rx.clone()));
         let retention = Arc::new(Retention::new(
             store.clone(),
             options.clock.clone(),
