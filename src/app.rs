@@ -142,6 +142,7 @@ impl Application {
         let catalog_sources = Arc::new(registry.catalog_sources());
         let processor = Arc::new(Processor::new(
             store.clone(),
+            ingestor.committer().clone(),
             registry,
             catalog.clone(),
             options.clock.clone(),
@@ -151,6 +152,7 @@ impl Application {
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut workers = processor.spawn_workers(shutdown_rx.clone());
+        workers.push(crate::telemetry::metrics::spawn_upkeep(shutdown_rx.clone()));
         let retention = Arc::new(Retention::new(
             store.clone(),
             options.clock.clone(),

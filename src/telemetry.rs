@@ -160,8 +160,36 @@ pub mod metrics {
     /// Undelivered push messages by subscription and status (a gauge read
     /// at scrape time).
     pub const PUSH_BACKLOG: &str = "hookgate_push_messages";
+    /// Group commits, and the requests and queue writes they carried: the
+    /// ratio is the batching a load achieves.
+    pub const GROUP_COMMITS: &str = "hookgate_group_commits_total";
+    pub const GROUP_COMMIT_REQUESTS: &str = "hookgate_group_commit_requests_total";
+    pub const GROUP_COMMIT_QUEUE_WRITES: &str = "hookgate_group_commit_queue_writes_total";
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+    /// How often histogram samples are folded into their buckets.
+    const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Fold recorded histogram samples into their buckets every few
+    /// seconds until `shutdown` turns true. A recorder built with
+    /// `build_recorder` (not `install`) leaves this to its owner, and until
+    /// a scrape renders them every sample stays in memory: ~20 bytes per
+    /// request, which a 10-minute soak at ~5 000 requests/s showed as
+    /// steady RSS growth.
+    pub fn spawn_upkeep(
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while !*shutdown.borrow() {
+                handle().run_upkeep();
+                tokio::select! {
+                    _ = tokio::time::sleep(UPKEEP_INTERVAL) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        })
+    }
 
     /// Install the recorder (first call) and return the handle that
     /// renders the text format.

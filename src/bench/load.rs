@@ -455,6 +455,36 @@ async fn send(
     result
 }
 
+/// The gateway's group-commit counters from `GET /metrics`: (commits,
+/// requests, queue writes). `None` when the server has no such metrics
+/// (the comparison servers).
+pub async fn group_commit_counters(addr: SocketAddr) -> Option<(f64, f64, f64)> {
+    let mut sender = None;
+    let request = hyper::Request::get("/metrics")
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let (status, body) = send(&mut sender, addr, request).await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    Some((
+        value(crate::telemetry::metrics::GROUP_COMMITS)?,
+        value(crate::telemetry::metrics::GROUP_COMMIT_REQUESTS).unwrap_or(0.0),
+        value(crate::telemetry::metrics::GROUP_COMMIT_QUEUE_WRITES).unwrap_or(0.0),
+    ))
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -125,6 +125,9 @@ pub enum Stage {
 #[derive(Debug, Clone)]
 pub struct StageOutcome {
     pub load: LoadStats,
+    /// The gateway's group commits over the stage (warm-up included):
+    /// (commits, requests, queue writes).
+    pub group_commits: Option<(f64, f64, f64)>,
     pub peak_rss_kib: Option<u64>,
     pub processing: Option<ProcessingStats>,
 }
@@ -321,9 +324,14 @@ impl Harness {
             _ => None,
         };
         let peak_rss_kib = server.peak_rss_kib();
+        let group_commits = match stage {
+            Stage::Gateway { .. } => load::group_commit_counters(addr).await,
+            Stage::Server(_) => None,
+        };
         drop(server);
         Ok(StageOutcome {
             load: stats,
+            group_commits,
             peak_rss_kib,
             processing,
         })
@@ -354,6 +362,13 @@ pub struct Row {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub peak_rss_mib: Option<f64>,
+    /// Requests per group commit (warm-up included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_commit: Option<f64>,
+    /// Queue writes (claims, completions) that rode in those commits, per
+    /// commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_writes_per_commit: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processing: Option<ProcessingStats>,
 }
@@ -376,6 +391,14 @@ impl Row {
             p99_ms: ms(0.99),
             max_ms: h.max() as f64 / 1e3,
             peak_rss_mib: o.peak_rss_kib.map(|k| k as f64 / 1024.0),
+            requests_per_commit: o
+                .group_commits
+                .filter(|(c, _, _)| *c > 0.0)
+                .map(|(c, r, _)| r / c),
+            queue_writes_per_commit: o
+                .group_commits
+                .filter(|(c, _, _)| *c > 0.0)
+                .map(|(c, _, q)| q / c),
             processing: o.processing,
         }
     }
@@ -624,7 +647,7 @@ pub fn table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8}",
+        "{:<22} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>9}",
         "stage",
         "conns",
         "ok/s",
@@ -634,13 +657,14 @@ pub fn table(report: &Report) -> String {
         "p99 ms",
         "max ms",
         "errors",
-        "RSS MiB"
+        "RSS MiB",
+        "req/commit"
     );
     for r in &report.rows {
         let errors: u64 = r.errors.values().sum();
         let _ = writeln!(
             out,
-            "{:<22} {:>5} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>8}",
+            "{:<22} {:>5} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>8} {:>9}",
             r.stage,
             r.connections,
             r.ok_per_sec,
@@ -654,6 +678,9 @@ pub fn table(report: &Report) -> String {
             errors,
             r.peak_rss_mib
                 .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            r.requests_per_commit
+                .map(|x| format!("{x:.1}"))
                 .unwrap_or_else(|| "-".into()),
         );
     }

@@ -23,11 +23,15 @@ use crate::catalog::{Catalog, CatalogEvent};
 use crate::clock::{from_unix_ms, rfc3339, unix_ms, Clock};
 use crate::config::QueueSettings;
 use crate::providers::Registry;
+use crate::store::group_commit::GroupCommitter;
 use crate::store::{Claimed, Completed, DynStore, NewEvent, Retry, StoreResult};
 use crate::telemetry::metrics as m;
 
 pub struct Processor {
     store: DynStore,
+    /// Claims and completions go through the group-commit writer (which
+    /// sends them straight to the store where that has several writers).
+    writes: GroupCommitter,
     registry: Arc<Registry>,
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
@@ -37,8 +41,10 @@ pub struct Processor {
 }
 
 impl Processor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: DynStore,
+        writes: GroupCommitter,
         registry: Arc<Registry>,
         catalog: Arc<Catalog>,
         clock: Arc<dyn Clock>,
@@ -48,6 +54,7 @@ impl Processor {
     ) -> Processor {
         Processor {
             store,
+            writes,
             registry,
             catalog,
             clock,
@@ -63,7 +70,7 @@ impl Processor {
         let now_ms = unix_ms(self.clock.now());
         let lease_until = now_ms + (self.settings.lease_secs as i64) * 1000;
         let claimed = self
-            .store
+            .writes
             .claim(now_ms, lease_until, self.settings.batch.max(1) as u32)
             .await?;
         let n = claimed.len();
@@ -75,8 +82,8 @@ impl Processor {
         }
         // One commit for the batch's successes (and their audit rows).
         let produced = done.iter().any(|c| !c.events.is_empty());
-        self.store
-            .complete_many(&done, unix_ms(self.clock.now()))
+        self.writes
+            .complete_many(done, unix_ms(self.clock.now()))
             .await?;
         if produced {
             self.events_wake.notify_waiters();

@@ -3,6 +3,13 @@
 //! commits it in ONE transaction, one disk flush. Each caller gets its own
 //! result only after that commit returns, so the 200 still follows the
 //! flush — durability without a flush per request.
+//!
+//! On a backend with a single writer (SQLite) the queue's claims and
+//! completions go through the same writer and ride in the same
+//! transactions: one writer and one flush for ingest and processing
+//! together, instead of the queue's transactions taking turns with the
+//! group commit, each with a flush of its own. Elsewhere they go straight
+//! to the store.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,13 +20,24 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DynStore, Inserted, NewRequest, StoreError, StoreResult};
+use crate::telemetry::metrics as m;
 
-type Reply = oneshot::Sender<StoreResult<Vec<Inserted>>>;
+use super::{
+    ClaimRequest, Claimed, CompleteBatch, Completed, DynStore, GroupOutcome, Inserted, NewRequest,
+    StoreError, StoreResult, WriteGroup,
+};
+
+/// One caller's write, and where its result goes.
+enum Op {
+    Insert(NewRequest, oneshot::Sender<StoreResult<Vec<Inserted>>>),
+    Complete(CompleteBatch, oneshot::Sender<StoreResult<()>>),
+    Claim(ClaimRequest, oneshot::Sender<StoreResult<Vec<Claimed>>>),
+}
 
 #[derive(Clone)]
 pub struct GroupCommitter {
-    tx: mpsc::Sender<(NewRequest, Reply)>,
+    tx: mpsc::Sender<Op>,
+    store: DynStore,
     stats: Arc<Stats>,
 }
 
@@ -28,6 +46,16 @@ pub struct GroupCommitter {
 pub struct Stats {
     pub commits: AtomicU64,
     pub requests: AtomicU64,
+    /// Queue writes (claims and completions) that shared a commit.
+    pub queue_ops: AtomicU64,
+}
+
+/// Queue writes taken into one group besides `max_batch` requests: a few
+/// per worker is plenty, and the bound keeps one group's query small.
+const MAX_QUEUE_OPS: usize = 64;
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the writer has stopped".into())
 }
 
 impl GroupCommitter {
@@ -38,31 +66,66 @@ impl GroupCommitter {
     /// commit — a sender's retry is then a duplicate.
     pub fn spawn(store: DynStore, max_batch: usize, timeout: Duration) -> GroupCommitter {
         let max_batch = max_batch.max(1);
-        let (tx, mut rx) = mpsc::channel::<(NewRequest, Reply)>(max_batch * 4);
+        let (tx, mut rx) = mpsc::channel::<Op>(max_batch * 4);
         let stats = Arc::new(Stats::default());
         let task_stats = stats.clone();
+        let writer_store = store.clone();
         tokio::spawn(async move {
-            let mut waiting: Vec<(NewRequest, Reply)> = Vec::with_capacity(max_batch);
+            let store = writer_store;
+            let mut waiting: Vec<Op> = Vec::with_capacity(max_batch);
             while let Some(first) = rx.recv().await {
                 waiting.push(first);
-                while waiting.len() < max_batch {
+                let (mut requests, mut queue_ops) = (0usize, 0usize);
+                let count = |op: &Op, requests: &mut usize, queue_ops: &mut usize| match op {
+                    Op::Insert(..) => *requests += 1,
+                    _ => *queue_ops += 1,
+                };
+                count(&waiting[0], &mut requests, &mut queue_ops);
+                while requests < max_batch && queue_ops < MAX_QUEUE_OPS {
                     match rx.try_recv() {
-                        Ok(next) => waiting.push(next),
+                        Ok(next) => {
+                            count(&next, &mut requests, &mut queue_ops);
+                            waiting.push(next);
+                        }
                         Err(_) => break,
                     }
                 }
-                let (requests, replies): (Vec<NewRequest>, Vec<Reply>) = waiting.drain(..).unzip();
+                let mut group = WriteGroup::default();
+                let mut insert_replies = Vec::with_capacity(requests);
+                let mut complete_replies = Vec::new();
+                let mut claim_replies = Vec::new();
+                for op in waiting.drain(..) {
+                    match op {
+                        Op::Insert(r, reply) => {
+                            group.requests.push(r);
+                            insert_replies.push(reply);
+                        }
+                        Op::Complete(c, reply) => {
+                            group.completes.push(c);
+                            complete_replies.push(reply);
+                        }
+                        Op::Claim(c, reply) => {
+                            group.claims.push(c);
+                            claim_replies.push(reply);
+                        }
+                    }
+                }
                 // A panic below must not kill the writer: every later
                 // request would then be refused until a restart. It fails
-                // this batch (503, nothing acknowledged) and the writer
+                // this group (503, nothing acknowledged) and the writer
                 // goes on.
-                let commit = AssertUnwindSafe(store.insert_requests(&requests)).catch_unwind();
-                let result = match tokio::time::timeout(timeout, commit).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(_)) => Err(StoreError::Unavailable(
+                let commit = AssertUnwindSafe(store.write_group(&group)).catch_unwind();
+                let failed = |e: StoreError| GroupOutcome {
+                    inserted: Err(e.clone()),
+                    completes: group.completes.iter().map(|_| Err(e.clone())).collect(),
+                    claims: group.claims.iter().map(|_| Err(e.clone())).collect(),
+                };
+                let outcome = match tokio::time::timeout(timeout, commit).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => failed(StoreError::Unavailable(
                         "the storage writer panicked".into(),
                     )),
-                    Err(_) => Err(StoreError::Unavailable(format!(
+                    Err(_) => failed(StoreError::Unavailable(format!(
                         "the commit did not finish within {} ms",
                         timeout.as_millis()
                     ))),
@@ -70,34 +133,92 @@ impl GroupCommitter {
                 task_stats.commits.fetch_add(1, Ordering::Relaxed);
                 task_stats
                     .requests
-                    .fetch_add(requests.len() as u64, Ordering::Relaxed);
-                match result {
-                    Ok(outcomes) => {
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    .fetch_add(group.requests.len() as u64, Ordering::Relaxed);
+                task_stats
+                    .queue_ops
+                    .fetch_add(queue_ops as u64, Ordering::Relaxed);
+                metrics::counter!(m::GROUP_COMMITS).increment(1);
+                metrics::counter!(m::GROUP_COMMIT_REQUESTS).increment(group.requests.len() as u64);
+                metrics::counter!(m::GROUP_COMMIT_QUEUE_WRITES).increment(queue_ops as u64);
+                match outcome.inserted {
+                    Ok(inserted) if inserted.len() == insert_replies.len() => {
+                        for (reply, outcome) in insert_replies.into_iter().zip(inserted) {
                             let _ = reply.send(Ok(outcome));
                         }
                     }
+                    Ok(_) => {
+                        // A backend bug; never acknowledge on a guess.
+                        let e = StoreError::Unavailable("the writer lost track of a batch".into());
+                        for reply in insert_replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, rows = requests.len(), "group commit failed");
-                        for reply in replies {
+                        if !insert_replies.is_empty() {
+                            tracing::warn!(error = %e, rows = insert_replies.len(), "group commit failed");
+                        }
+                        for reply in insert_replies {
                             let _ = reply.send(Err(e.clone()));
                         }
                     }
                 }
+                let mut completes = outcome.completes.into_iter();
+                for reply in complete_replies {
+                    let _ = reply.send(completes.next().unwrap_or_else(|| Err(stopped())));
+                }
+                let mut claims = outcome.claims.into_iter();
+                for reply in claim_replies {
+                    let _ = reply.send(claims.next().unwrap_or_else(|| Err(stopped())));
+                }
             }
         });
-        GroupCommitter { tx, stats }
+        GroupCommitter { tx, store, stats }
+    }
+
+    async fn send<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Op,
+    ) -> StoreResult<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(op(reply)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Durably insert one request; resolves after its group's commit.
     pub async fn insert(&self, request: NewRequest) -> StoreResult<Vec<Inserted>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send((request, reply))
+        self.send(|reply| Op::Insert(request, reply)).await
+    }
+
+    /// `Store::claim`, in the writer's next group on a single-writer
+    /// backend.
+    pub async fn claim(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Claimed>> {
+        if !self.store.single_writer() {
+            return self.store.claim(now_ms, lease_until_ms, limit).await;
+        }
+        let claim = ClaimRequest {
+            now_ms,
+            lease_until_ms,
+            limit,
+        };
+        self.send(|reply| Op::Claim(claim, reply)).await
+    }
+
+    /// `Store::complete_many`, in the writer's next group on a
+    /// single-writer backend.
+    pub async fn complete_many(&self, done: Vec<Completed>, now_ms: i64) -> StoreResult<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        if !self.store.single_writer() {
+            return self.store.complete_many(&done, now_ms).await;
+        }
+        self.send(|reply| Op::Complete(CompleteBatch { done, now_ms }, reply))
             .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
     pub fn stats(&self) -> Arc<Stats> {

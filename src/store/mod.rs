@@ -236,6 +236,41 @@ pub struct Completed {
     pub events: Vec<NewEvent>,
 }
 
+/// A worker's request for due deliveries (see `Store::claim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+    pub limit: u32,
+}
+
+/// A worker's processed batch to mark done (see `Store::complete_many`).
+#[derive(Debug, Clone)]
+pub struct CompleteBatch {
+    pub done: Vec<Completed>,
+    pub now_ms: i64,
+}
+
+/// Everything the group-commit writer took at one moment: ingested
+/// requests, and — on a backend with a single writer — the queue's
+/// completions and claims, to commit together with ONE flush.
+#[derive(Debug, Clone, Default)]
+pub struct WriteGroup {
+    pub requests: Vec<NewRequest>,
+    pub completes: Vec<CompleteBatch>,
+    pub claims: Vec<ClaimRequest>,
+}
+
+/// Each part's own result, so that one caller's failure is not another's:
+/// `inserted` has one entry per request, in order; `completes` and
+/// `claims` one per batch and claim.
+#[derive(Debug)]
+pub struct GroupOutcome {
+    pub inserted: StoreResult<Vec<Vec<Inserted>>>,
+    pub completes: Vec<StoreResult<()>>,
+    pub claims: Vec<StoreResult<Vec<Claimed>>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Rejection {
     pub id: String,
@@ -606,6 +641,38 @@ pub trait Store: Send + Sync + 'static {
     /// whole claimed batch costs one commit. Each attempt is recorded in
     /// the audit trail in the same transaction.
     async fn complete_many(&self, done: &[Completed], now_ms: i64) -> StoreResult<()>;
+
+    /// True when the backend has one writer (SQLite): then the queue's
+    /// claims and completions go through the group-commit writer and share
+    /// its transactions instead of queueing behind them, each with a flush
+    /// of its own. Backends with concurrent writers keep them separate.
+    fn single_writer(&self) -> bool {
+        false
+    }
+
+    /// Commit a group's parts. The default runs them one after the other,
+    /// each in its own transaction; a single-writer backend overrides it
+    /// with one transaction for the whole group.
+    async fn write_group(&self, group: &WriteGroup) -> GroupOutcome {
+        let inserted = if group.requests.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.insert_requests(&group.requests).await
+        };
+        let mut completes = Vec::with_capacity(group.completes.len());
+        for c in &group.completes {
+            completes.push(self.complete_many(&c.done, c.now_ms).await);
+        }
+        let mut claims = Vec::with_capacity(group.claims.len());
+        for c in &group.claims {
+            claims.push(self.claim(c.now_ms, c.lease_until_ms, c.limit).await);
+        }
+        GroupOutcome {
+            inserted,
+            completes,
+            claims,
+        }
+    }
 
     /// Record a failed attempt (its status, and the audit trail row, in one
     /// transaction).
