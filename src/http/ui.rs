@@ -63,7 +63,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ui/deliveries/{id}/release", web::post().to(release))
         .route("/ui/deliveries/{id}/discard", web::post().to(discard))
         .route("/ui/rejections", web::get().to(rejections))
-        .route("/ui/sources", web::get().to(sources));
+        .route("/ui/sources", web::get().to(sources))
+        .route("/ui/subscriptions", web::get().to(subscriptions))
+        .route("/ui/subscriptions/{name}", web::get().to(subscription));
 }
 
 // ---------------------------------------------------------------- sessions
@@ -230,6 +232,7 @@ fn layout(title: &str, session: Option<&Session>, content: Markup) -> String {
                     a href="/ui/deliveries" { "Deliveries" }
                     a href="/ui/rejections" { "Rejections" }
                     a href="/ui/sources" { "Sources" }
+                    a href="/ui/subscriptions" { "Subscriptions" }
                     @if let Some(s) = session {
                         form method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(s.csrf());
@@ -744,6 +747,101 @@ async fn rejections(
         @if let Some(href) = next_href { p { a href=(href) { "Older →" } } }
     };
     Ok(ok(layout("Rejections", Some(&session), content)))
+}
+
+// ----------------------------------------------------------- subscriptions
+
+/// Push subscriptions: where catalog events go, and whether they get there.
+async fn subscriptions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    let session = require(&req, &state)?;
+    let subs = state
+        .store
+        .list_subscriptions()
+        .await
+        .map_err(ApiError::from)?;
+    let content = html! {
+        @if subs.is_empty() { p id="empty" { "No push subscriptions." } } @else {
+            table id="subscriptions" {
+                thead { tr { th { "Name" } th { "Status" } th { "URL" } th { "Types" } th { "Source" } th { "Managed by" } th { "Failing since" } } }
+                tbody {
+                    @for s in &subs {
+                        tr {
+                            td { a href=(format!("/ui/subscriptions/{}", s.name)) { (s.name) } }
+                            td {
+                                (s.status.as_str())
+                                @if let Some(reason) = &s.status_reason { br; small { (reason) } }
+                            }
+                            td { code { (s.url) } }
+                            td { (s.types.join(", ")) }
+                            td { (s.source.as_deref().unwrap_or("any")) }
+                            td { (s.managed_by.as_str()) }
+                            td { (s.failing_since_ms.map(time).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(ok(layout("Subscriptions", Some(&session), content)))
+}
+
+/// One subscription and its latest delivery attempts (status code,
+/// latency, the start of the receiver's answer, the error).
+async fn subscription(
+    req: HttpRequest,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    let session = require(&req, &state)?;
+    let sub = state
+        .store
+        .get_subscription(&name)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ApiError::NotFound(format!("no subscription {name:?}")))?;
+    let attempts = state
+        .store
+        .list_push_attempts(&sub.name, None, None, PAGE_SIZE)
+        .await
+        .map_err(ApiError::from)?;
+    let content = html! {
+        dl {
+            dt { "Status" } dd id="status" { (sub.status.as_str()) @if let Some(r) = &sub.status_reason { " — " (r) } }
+            dt { "URL" } dd { code { (sub.url) } }
+            dt { "Types" } dd { (sub.types.join(", ")) }
+            dt { "Source" } dd { (sub.source.as_deref().unwrap_or("any")) }
+            dt { "Managed by" } dd { (sub.managed_by.as_str()) }
+            dt { "Dead letters in a row" } dd { (sub.consecutive_dead) }
+        }
+        h2 { "Latest attempts" }
+        @if attempts.is_empty() { p id="no-attempts" { "No attempts yet." } } @else {
+            table id="attempts" {
+                thead { tr { th { "Finished" } th { "Event" } th { "Attempt" } th { "Outcome" } th { "Status" } th { "Latency" } th { "Error" } th { "Response" } } }
+                tbody {
+                    @for a in &attempts {
+                        tr {
+                            td { (time(a.finished_at_ms)) }
+                            td { code { (a.event_id) } }
+                            td { (a.attempt) }
+                            td { (a.outcome) }
+                            td { (a.status_code.map(|c| c.to_string()).unwrap_or_default()) }
+                            td { (duration(a.latency_ms)) }
+                            td { (a.error.as_deref().unwrap_or_default()) }
+                            td { code { (a.response_body.as_deref().unwrap_or_default()) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(ok(layout(
+        &format!("Subscription {}", sub.name),
+        Some(&session),
+        content,
+    )))
 }
 
 fn rejection_row(r: &RejectionRecord) -> Markup {

@@ -473,6 +473,55 @@ async fn subscriptions_retry_after_500_and_timeout(backend: Backend) {
     assert_eq!(log[2]["attempt"], 3);
 }
 
+/// The dashboard lists subscriptions and shows a subscription's attempts
+/// (status code, error, the start of the answer, escaped).
+async fn subscriptions_and_their_attempts_show_in_the_dashboard(backend: Backend) {
+    use crate::ui::{login, ui_get};
+    let app = push_app(backend).await;
+    let receiver = Receiver::start(&[SW_SECRET]);
+    receiver.answer(|_| Answer::Status(503, "<b>down for maintenance</b>"));
+    create(
+        &app,
+        json!({
+            "name": "billing-dash",
+            "url": receiver.url(),
+            "types": ["invoice.*"],
+            "secret": SW_SECRET,
+            "retry_schedule": ["1s"],
+            "allow_private_targets": true,
+        }),
+    )
+    .await;
+    ingest(&app, &[("evt_dash_1", "in_d")]).await;
+    push(&app).await;
+    let cookie = login(&app).await;
+    let list = ui_get(&app, "/ui/subscriptions", Some(&cookie)).await;
+    assert_eq!(list.status, 200);
+    assert!(
+        list.html
+            .contains("href=\"/ui/subscriptions/billing-dash\""),
+        "{}",
+        list.html
+    );
+    assert!(list.html.contains("invoice.*"));
+    assert!(!list.html.contains(SW_SECRET), "no secret on the page");
+    let one = ui_get(&app, "/ui/subscriptions/billing-dash", Some(&cookie)).await;
+    assert_eq!(one.status, 200);
+    assert!(one.html.contains("id=\"attempts\""), "{}", one.html);
+    assert!(one.html.contains("HTTP 503"), "{}", one.html);
+    assert!(
+        one.html.contains("&lt;b&gt;down for maintenance&lt;/b&gt;"),
+        "escaped: {}",
+        one.html
+    );
+    assert!(!one.html.contains("<b>down"));
+    assert!(!one.html.contains(SW_SECRET));
+    let missing = ui_get(&app, "/ui/subscriptions/nope", Some(&cookie)).await;
+    assert_eq!(missing.status, 404);
+    let anonymous = ui_get(&app, "/ui/subscriptions", None).await;
+    assert_eq!(anonymous.status, 303, "login first");
+}
+
 async fn subscriptions_treat_redirects_as_failures(backend: Backend) {
     let app = push_app(backend).await;
     let receiver = Receiver::start(&[SW_SECRET]);
@@ -1069,6 +1118,7 @@ async fn subscriptions_validate_requests(backend: Backend) {
 }
 
 crate::backend_tests!(
+    subscriptions_and_their_attempts_show_in_the_dashboard,
     subscriptions_deliver_signed_catalog_events,
     subscriptions_retry_after_500_and_timeout,
     subscriptions_treat_redirects_as_failures,

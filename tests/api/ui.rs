@@ -42,7 +42,7 @@ async fn page(response: reqwest::Response) -> Page {
     }
 }
 
-async fn ui_get(app: &TestApp, path: &str, cookie: Option<&str>) -> Page {
+pub(crate) async fn ui_get(app: &TestApp, path: &str, cookie: Option<&str>) -> Page {
     let mut req = raw_client().get(format!("{}{path}", app.address));
     if let Some(c) = cookie {
         req = req.header("cookie", c);
@@ -61,7 +61,7 @@ async fn ui_post(app: &TestApp, path: &str, cookie: Option<&str>, form: &[(&str,
 }
 
 /// Log in with the test token; the `name=value` to send back.
-async fn login(app: &TestApp) -> String {
+pub(crate) async fn login(app: &TestApp) -> String {
     let p = ui_post(app, "/ui/login", None, &[("token", API_TOKEN)]).await;
     assert_eq!(p.status, 303, "{}", p.html);
     let set = p.set_cookie.first().expect("a session cookie");
