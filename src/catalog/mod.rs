@@ -62,6 +62,9 @@ impl std::fmt::Debug for CatalogType {
 impl CatalogType {
     /// Check a `data` object; the error lists each failing path.
     pub fn validate(&self, data: &Value) -> Result<(), Vec<String>> {
+        if self.validator.is_valid(data) {
+            return Ok(());
+        }
         let errors: Vec<String> = self
             .validator
             .iter_errors(data)
