@@ -66,12 +66,16 @@ pub struct SqliteStore {
     writer: tokio::sync::Mutex<Option<SqliteConnection>>,
     /// Signalled after commits: the background checkpointer's cue.
     committed: Arc<Notify>,
-    checkpointer: tokio::task::JoinHandle<()>,
+    /// Tells the checkpointer to close its connection and end.
+    stop_checkpoints: tokio::sync::watch::Sender<bool>,
+    checkpointer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.checkpointer.abort();
+        if let Ok(Some(task)) = self.checkpointer.get_mut().map(Option::take) {
+            task.abort();
+        }
     }
 }
 
@@ -79,14 +83,24 @@ impl Drop for SqliteStore {
 /// (a PASSIVE checkpoint on a connection of its own runs beside the
 /// writer). Durability doesn't depend on it: a commit is durable once its
 /// WAL frames are flushed.
+///
+/// On `stop` (or when its sender is gone) it closes its connection before
+/// it ends, so `close` can wait until no file handle is left open.
 fn spawn_checkpointer(
     mut conn: SqliteConnection,
     committed: Arc<Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            committed.notified().await;
-            tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+            tokio::select! {
+                _ = committed.notified() => {}
+                _ = stop.changed() => break,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(CHECKPOINT_INTERVAL) => {}
+                _ = stop.changed() => break,
+            }
             if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&mut conn)
                 .await
@@ -94,6 +108,7 @@ fn spawn_checkpointer(
                 tracing::warn!(error = %e, "background WAL checkpoint failed");
             }
         }
+        let _ = conn.close().await;
     })
 }
 
@@ -158,10 +173,16 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         let committed = Arc::new(Notify::new());
+        let (stop_checkpoints, stop) = tokio::sync::watch::channel(false);
         Ok(SqliteStore {
             pool,
             writer: tokio::sync::Mutex::new(Some(writer)),
-            checkpointer: spawn_checkpointer(checkpoints, committed.clone()),
+            checkpointer: std::sync::Mutex::new(Some(spawn_checkpointer(
+                checkpoints,
+                committed.clone(),
+                stop,
+            ))),
+            stop_checkpoints,
             committed,
         })
     }
@@ -1449,7 +1470,13 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        self.checkpointer.abort();
+        // The checkpointer closes its connection and ends; waited for, so
+        // that no file handle is left when `close` returns.
+        let _ = self.stop_checkpoints.send(true);
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = checkpointer {
+            let _ = task.await;
+        }
         // The writer's file handles go now, not when the last reference to
         // the store is dropped.
         if let Some(writer) = self.writer.lock().await.take() {
