@@ -28,15 +28,20 @@ def fixture(provider, name):
         return f.read()
 
 
-def post(path, body, headers):
+def post_with_headers(path, body, headers):
     req = urllib.request.Request(URL + path, data=body, method="POST")
     for k, v in headers.items():
         req.add_header(k, v)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read().decode()
+            return r.status, r.read().decode(), r.headers
     except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+        return e.code, e.read().decode(), e.headers
+
+
+def post(path, body, headers):
+    status, text, _ = post_with_headers(path, body, headers)
+    return status, text
 
 
 def check(name, ok, detail=""):
@@ -232,6 +237,36 @@ def github_octokit():
     accepted_then_duplicate("github (@octokit/webhooks-methods sign)", "/v1/webhooks/github", body, headers)
 
 
+def adyen_sdk():
+    from Adyen.util import generate_notification_sig, is_valid_hmac_notification
+
+    key = os.environ["INTEROP_ADYEN"]
+    notification = json.loads(fixture("adyen", "AUTHORISATION.json"))
+    item = notification["notificationItems"][0]["NotificationRequestItem"]
+    item["additionalData"]["hmacSignature"] = generate_notification_sig(item, key).decode()
+    check(
+        "adyen: the SDK's own is_valid_hmac_notification accepts its signature",
+        is_valid_hmac_notification(notification, key),
+    )
+    body = json.dumps(notification).encode()
+    headers = {"Content-Type": "application/json"}
+    # Adyen wants the body `[accepted]`, so the verdict and the delivery ids
+    # are in headers; a resend names the same delivery (deduplicated).
+    first = post_with_headers("/v1/webhooks/adyen", body, headers)
+    second = post_with_headers("/v1/webhooks/adyen", body, headers)
+    ids = [r[2].get("hookgate-delivery-ids") for r in (first, second)]
+    check(
+        "adyen (Adyen.util.generate_notification_sig): accepted with [accepted], "
+        "resend is a duplicate of the same delivery",
+        all(r[0] == 200 and r[1] == "[accepted]" for r in (first, second))
+        and first[2].get("hookgate-status") == "accepted"
+        and ids[0] is not None
+        and ids[0].startswith("dlv_")
+        and ids[0] == ids[1],
+        f"{first[:2]} {ids[0]} / {second[:2]} {ids[1]}",
+    )
+
+
 # --- hookgate sign -> SDK verifiers ------------------------------------------
 
 def verify_only_sdks():
@@ -359,6 +394,7 @@ def main():
         braintree_sdk,
         paddle_sdk,
         github_octokit,
+        adyen_sdk,
         verify_only_sdks,
     ):
         try:

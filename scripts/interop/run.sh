@@ -3,15 +3,19 @@
 # official SDKs are sent to a running gateway and must be accepted (and a
 # resend must be a duplicate); for SDKs that only verify, the SDK must accept
 # what `hookgate sign` produces. Installs what it needs (a venv under
-# target/interop, npm packages under target/interop/node), starts the
-# gateway on embedded SQLite, stops it at the end.
+# target/interop, npm packages under target/interop/node; `target` is
+# $CARGO_TARGET_DIR when set, as for cargo), starts the gateway (that
+# target's debug binary) on embedded SQLite, stops it at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-work=$root/target/interop
+target=${CARGO_TARGET_DIR:-target}
+# A relative CARGO_TARGET_DIR is relative to here, where cargo runs.
+case $target in /*) ;; *) target=$root/$target ;; esac
+work=$target/interop
 mkdir -p "$work"
 
-bin=$root/target/debug/hookgate
+bin=$target/debug/hookgate
 [ -x "$bin" ] || cargo build --locked --quiet --bin hookgate
 
 if [ ! -x "$work/venv/bin/python" ]; then
@@ -34,6 +38,8 @@ export INTEROP_TWILIO="twilio-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 export INTEROP_BRAINTREE="interop_public:interop_private_$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
 export INTEROP_PADDLE="pdl_ntfset_interop_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 export INTEROP_GITHUB="gh-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+# Adyen HMAC keys are 32 bytes, shown as hex in the Customer Area.
+export INTEROP_ADYEN="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)"
 export HOOKGATE_STORAGE__URL="sqlite://$work/interop-$$.db"
 export HOOKGATE_LOG__LEVEL=warn
 

@@ -42,18 +42,37 @@ pub struct AppState {
     pub stream_keepalive: std::time::Duration,
 }
 
+/// Route patterns whose handlers `authorize` a bearer token first.
+const TOKEN_ROUTES: [&str; 3] = ["/v1/admin/", "/v1/events", "/v1/catalog"];
+
+/// An extractor's refusal. Extractors run before the handler's
+/// `authorize`, so on a route that needs a token, a caller without a valid
+/// one gets the 401, not a 400 describing the query or body it should send.
+fn malformed(req: &HttpRequest, message: String) -> actix_web::Error {
+    let needs_token = req
+        .match_pattern()
+        .is_some_and(|p| TOKEN_ROUTES.iter().any(|prefix| p.starts_with(prefix)));
+    let state = req.app_data::<web::Data<AppState>>();
+    match state {
+        Some(state) if needs_token && api::authorize(req, state).is_err() => {
+            ApiError::Unauthorized.into()
+        }
+        _ => ApiError::BadRequest(message).into(),
+    }
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::QueryConfig::default()
-            .error_handler(|e, _| ApiError::BadRequest(format!("invalid query: {e}")).into()),
+            .error_handler(|e, req| malformed(req, format!("invalid query: {e}"))),
     )
     .app_data(
         web::JsonConfig::default()
-            .error_handler(|e, _| ApiError::BadRequest(format!("invalid JSON body: {e}")).into()),
+            .error_handler(|e, req| malformed(req, format!("invalid JSON body: {e}"))),
     )
     .app_data(
         web::PathConfig::default()
-            .error_handler(|e, _| ApiError::BadRequest(format!("invalid path: {e}")).into()),
+            .error_handler(|e, req| malformed(req, format!("invalid path: {e}"))),
     )
     .service(
         web::resource("/v1/webhooks/{source}")

@@ -765,6 +765,156 @@ async fn admin_rejections_keep_authentic_bodies_with_filters_and_paging(backend:
     }
 }
 
+/// Every operator route, with the ids of things that exist: without a
+/// token, with a wrong one, or with the right token under another scheme,
+/// each answers 401 with nothing but the error (no id, no record), and
+/// changes nothing.
+async fn admin_every_route_refuses_a_missing_or_wrong_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let done = app.send_expect(&stripe("evt_auth_done", |_| {}), 200).await;
+    let done = done["id"].as_str().unwrap().to_string();
+    let quarantined = app
+        .send_expect(&stripe("evt_auth_q", |v| v["type"] = json!(7)), 200)
+        .await;
+    assert_eq!(quarantined["status"], "quarantined");
+    let quarantined = quarantined["id"].as_str().unwrap().to_string();
+    app.drain().await;
+    let forged = signed("stripe", "stripe", "whsec_wrong", b"{}", NOW, "x");
+    assert_eq!(app.send(&forged).await.status, 401);
+    rejections_recorded(&app, 1).await;
+    let (_, rejections) = app.get("/v1/admin/rejections").await;
+    let rejection = rejections["rejections"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, sub) = app
+        .post(
+            "/v1/admin/subscriptions",
+            Some(json!({
+                "name": "ops",
+                "url": "http://127.0.0.1:9/hook",
+                "types": ["*"],
+                "allow_private_targets": true,
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{sub}");
+
+    let snapshot = || async {
+        let (_, deliveries) = app.get("/v1/admin/deliveries").await;
+        let (_, subscriptions) = app.get("/v1/admin/subscriptions").await;
+        (deliveries, subscriptions)
+    };
+    let before = snapshot().await;
+    let filter = json!({ "source": "stripe" });
+    let routes: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", "/v1/admin/deliveries".into(), None),
+        (
+            "POST",
+            "/v1/admin/deliveries/replay".into(),
+            Some(filter.clone()),
+        ),
+        ("POST", "/v1/admin/deliveries/release".into(), Some(filter)),
+        ("GET", format!("/v1/admin/deliveries/{done}"), None),
+        ("POST", format!("/v1/admin/deliveries/{done}/replay"), None),
+        (
+            "POST",
+            format!("/v1/admin/deliveries/{quarantined}/release"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/admin/deliveries/{quarantined}/discard"),
+            Some(json!({ "reason": "not ours" })),
+        ),
+        ("GET", "/v1/admin/rejections".into(), None),
+        ("GET", format!("/v1/admin/rejections/{rejection}"), None),
+        ("GET", "/v1/admin/subscriptions".into(), None),
+        (
+            "POST",
+            "/v1/admin/subscriptions".into(),
+            Some(json!({
+                "name": "intruder",
+                "url": "http://127.0.0.1:9/steal",
+                "types": ["*"],
+                "allow_private_targets": true,
+            })),
+        ),
+        ("GET", "/v1/admin/subscriptions/ops".into(), None),
+        ("DELETE", "/v1/admin/subscriptions/ops".into(), None),
+        ("POST", "/v1/admin/subscriptions/ops/pause".into(), None),
+        ("POST", "/v1/admin/subscriptions/ops/resume".into(), None),
+        (
+            "POST",
+            "/v1/admin/subscriptions/ops/rotate-secret".into(),
+            Some(json!({ "overlap_secs": 0 })),
+        ),
+        ("GET", "/v1/admin/subscriptions/ops/messages".into(), None),
+        ("GET", "/v1/admin/subscriptions/ops/attempts".into(), None),
+        (
+            "GET",
+            "/v1/admin/subscriptions/ops/dead-letters".into(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/admin/subscriptions/ops/dead-letters/replay".into(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/admin/subscriptions/ops/dead-letters/msg_01J0000000000000000000000/replay".into(),
+            None,
+        ),
+    ];
+    let basic = format!("Basic {API_TOKEN}");
+    let refused = json!({
+        "error": { "code": "unauthorized", "message": "a valid bearer token is required" }
+    });
+    for (method, path, body) in &routes {
+        // As the route expects it, and malformed: an unknown query
+        // parameter, no body, a body that isn't JSON. The token is checked
+        // before the query or body is looked at.
+        let mut requests = vec![(path.clone(), body.as_ref().map(|b| b.to_string()))];
+        if *method == "GET" {
+            requests.push((format!("{path}?bogus=1"), None));
+        } else {
+            requests.push((path.clone(), None));
+            requests.push((path.clone(), Some("{not json".to_string())));
+        }
+        for auth in [None, Some("Bearer wrong-token"), Some(basic.as_str())] {
+            for (target, body) in &requests {
+                let mut req = app
+                    .client
+                    .request(method.parse().unwrap(), format!("{}{target}", app.address));
+                if let Some(a) = auth {
+                    req = req.header("authorization", a);
+                }
+                if let Some(b) = body {
+                    req = req
+                        .header("content-type", "application/json")
+                        .body(b.clone());
+                }
+                let r = req.send().await.unwrap();
+                let what = format!("{method} {target} auth {auth:?} body {body:?}");
+                assert_eq!(r.status().as_u16(), 401, "{what}");
+                assert_eq!(r.headers()["www-authenticate"], "Bearer", "{what}");
+                let text = r.text().await.unwrap();
+                let answer: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+                assert_eq!(answer, refused, "{what}: only the error");
+            }
+        }
+    }
+    // With the token, the same malformed requests are the caller's mistake.
+    let (status, answer) = app.get("/v1/admin/deliveries?bogus=1").await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = app.post("/v1/admin/deliveries/replay", None).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(snapshot().await, before, "nothing changed");
+    assert_eq!(app.drain().await, 0, "nothing was requeued");
+}
+
 crate::backend_tests!(
     admin_replay_twice_creates_no_second_event,
     admin_release_revalidates_quarantined_delivery,
@@ -775,4 +925,5 @@ crate::backend_tests!(
     admin_discard_records_reason_and_time,
     admin_bulk_release_revalidates_each_against_the_fixed_schema,
     admin_rejections_keep_authentic_bodies_with_filters_and_paging,
+    admin_every_route_refuses_a_missing_or_wrong_token,
 );

@@ -95,6 +95,62 @@ fn cli_check_names_a_missing_secret_reference() {
 }
 
 #[test]
+fn cli_check_warns_about_a_source_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file reference, so the signed source draws no literal-secret
+    // warning either.
+    let secret = dir.path().join("stripe-secret");
+    std::fs::write(&secret, "whsec_check_secret\n").unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[paths]
+providers = "{providers}"
+catalog = "{catalog}"
+
+[[sources]]
+name = "stripe-open"
+provider = "stripe"
+auth = "none"
+
+[[sources]]
+name = "stripe-signed"
+provider = "stripe"
+secrets = ["file:{secret}"]
+"#,
+            providers = repo().join("providers").display(),
+            catalog = repo().join("catalog").display(),
+            secret = secret.display(),
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = hookgate(&["check", "--config", config.to_str().unwrap()]);
+    assert!(
+        ok,
+        "a source without authentication is allowed: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.starts_with("ok:") && stdout.contains("2 sources"),
+        "{stdout}"
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("without any authentication"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, for the open source: {stderr}"
+    );
+    assert!(warnings[0].contains("stripe-open"), "{stderr}");
+    assert!(
+        !stderr.contains("stripe-signed"),
+        "the signed source draws no warning: {stderr}"
+    );
+}
+
+#[test]
 fn cli_check_rejects_unknown_config_keys() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hookgate.toml");

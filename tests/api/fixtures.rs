@@ -3,7 +3,10 @@
 //! an optional `<name>.headers.json`, for senders that put the event type
 //! or id in headers, and of an optional `<name>.query`, the query string
 //! the sender adds to the URL), processed, and the catalog events it produced — one
-//! delivery per item for a batch — are compared with `<name>.expected.json`.
+//! delivery per item for a batch — are compared with `<name>.expected.json`,
+//! as are each delivery's `provider_event_id` and `occurred_at` (as the admin
+//! API shows them, in item order): where `provider.toml`'s `[event]` finds the
+//! sender's id and time, or the derived key, in this payload.
 
 use std::collections::BTreeMap;
 
@@ -225,6 +228,7 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
                 );
             }
         }
+        let mut identities = Vec::new();
         for id in &delivery_ids {
             let delivery = app.delivery(id).await;
             assert_eq!(delivery["status"], "done", "{label}");
@@ -234,7 +238,17 @@ async fn fixtures_every_provider_fixture_maps_as_expected(backend: Backend) {
                     "{label}"
                 );
             }
+            identities.push(json!({
+                "provider_event_id": delivery["provider_event_id"],
+                "occurred_at": delivery["occurred_at"],
+            }));
         }
+        assert_eq!(
+            Value::Array(identities),
+            expected["deliveries"],
+            "{label}: delivery ids / event times differ from {}",
+            expected_file.display()
+        );
         *per_provider.entry(provider.clone()).or_default() += 1;
     }
     for name in &names {
