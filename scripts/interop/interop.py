@@ -262,7 +262,9 @@ def adyen_sdk():
         and first[2].get("hookgate-status") == "accepted"
         and ids[0] is not None
         and ids[0].startswith("dlv_")
-        and ids[0] == ids[1],
+        and ids[0] == ids[1]
+        and first[2].get("hookgate-duplicate") == "false"
+        and second[2].get("hookgate-duplicate") == "true",
         f"{first[:2]} {ids[0]} / {second[:2]} {ids[1]}",
     )
 

@@ -16,7 +16,8 @@ work=$target/interop
 mkdir -p "$work"
 
 bin=$target/debug/hookgate
-[ -x "$bin" ] || cargo build --locked --quiet --bin hookgate
+# Always (a no-op when it is up to date): never test a stale binary.
+cargo build --locked --quiet --bin hookgate
 
 if [ ! -x "$work/venv/bin/python" ]; then
   python3 -m venv "$work/venv"

@@ -336,13 +336,16 @@ fn respond(outcome: Outcome) -> HttpResponse {
         } => ("quarantined", deliveries, batch, Some(violations), reply),
     };
     // The sender's own protocol wins over our JSON (still a 200 after the
-    // commit); the delivery ids are in a header for operators.
+    // commit); the delivery ids, and whether they were all duplicates, are
+    // in headers for operators.
     if let Some(reply) = reply {
         let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+        let duplicate = !deliveries.is_empty() && deliveries.iter().all(|d| d.duplicate);
         return HttpResponse::Ok()
             .content_type(reply.content_type)
             .insert_header(("hookgate-delivery-ids", ids.join(",")))
             .insert_header(("hookgate-status", status))
+            .insert_header(("hookgate-duplicate", if duplicate { "true" } else { "false" }))
             .body(reply.body);
     }
     let mut body = if batch {

@@ -236,6 +236,8 @@ async fn senders_provider_ack_only_after_commit(backend: Backend) {
         first.headers["hookgate-delivery-ids"], again.headers["hookgate-delivery-ids"],
         "the retry is the same stored delivery"
     );
+    assert_eq!(first.headers["hookgate-duplicate"], "false");
+    assert_eq!(again.headers["hookgate-duplicate"], "true");
     let bad = signed("slack", "slack", "another-secret", body, NOW, "");
     let refused = app.send(&bad).await;
     assert_eq!(refused.status, 401);
