@@ -279,7 +279,10 @@ pub struct StorageSettings {
     pub commit_timeout_ms: u64,
     /// Group commits in flight at once on a backend with concurrent
     /// writers (PostgreSQL): while one group waits for its flush, the next
-    /// is already being written. SQLite has one writer whatever this says.
+    /// is already being written. Worth raising when the database is on
+    /// another machine (round trips dominate); on a 2-core machine shared
+    /// with PostgreSQL, one is fastest (README, Performance). SQLite has
+    /// one writer whatever this says.
     pub writers: usize,
 }
 
@@ -289,7 +292,7 @@ impl Default for StorageSettings {
             url: "sqlite://hookgate.db".into(),
             max_batch: 256,
             commit_timeout_ms: 10_000,
-            writers: 4,
+            writers: 1,
         }
     }
 }

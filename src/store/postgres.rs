@@ -433,18 +433,27 @@ impl Store for PgStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<Claimed>> {
-        // One statement: the claim and the bodies it needs.
+        // One statement: the claim and the bodies it needs. Each arm reads
+        // its partial index in processing order and stops after `limit`
+        // rows (migration 0004), whatever the backlog.
         let rows = sqlx::query(
-            "WITH c AS ( \
-               UPDATE deliveries SET status = 'processing', attempts = attempts + 1, \
-                 lease_until = $2, updated_at = $1 \
-               WHERE id IN (SELECT id FROM deliveries \
-                 WHERE ((status IN ('pending', 'failed') AND next_attempt_at <= $1) \
-                    OR (status = 'processing' AND lease_until < $1)) \
+            "WITH due AS ( \
+               SELECT * FROM (SELECT id, next_attempt_at, received_at, request_id, item_index \
+                 FROM deliveries WHERE status IN ('pending', 'failed') AND next_attempt_at <= $1 \
                  ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT $3 \
-                 FOR UPDATE SKIP LOCKED) \
-               RETURNING id, request_id, source, provider, provider_event_id, \
-                 provider_event_type, occurred_at, received_at, item_index, attempts) \
+                 FOR UPDATE SKIP LOCKED) AS waiting \
+               UNION ALL \
+               SELECT * FROM (SELECT id, next_attempt_at, received_at, request_id, item_index \
+                 FROM deliveries WHERE status = 'processing' AND lease_until < $1 \
+                 ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED) AS expired \
+               ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT $3), \
+             c AS ( \
+               UPDATE deliveries d SET status = 'processing', attempts = d.attempts + 1, \
+                 lease_until = $2, updated_at = $1 \
+               FROM due WHERE d.id = due.id \
+               RETURNING d.id, d.request_id, d.source, d.provider, d.provider_event_id, \
+                 d.provider_event_type, d.occurred_at, d.received_at, d.item_index, d.attempts) \
              SELECT c.*, r.body, r.headers FROM c LEFT JOIN requests r ON r.id = c.request_id",
         )
         .bind(now_ms)
