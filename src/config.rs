@@ -277,6 +277,13 @@ pub struct StorageSettings {
     /// behind a network partition answers nothing, and the writer must not
     /// wait for the operating system's TCP timeout while senders pile up.
     pub commit_timeout_ms: u64,
+    /// Group commits in flight at once on a backend with concurrent
+    /// writers (PostgreSQL): while one group waits for its flush, the next
+    /// is already being written. Worth raising when the database is on
+    /// another machine (round trips dominate); on a 2-core machine shared
+    /// with PostgreSQL, one is fastest (README, Performance). SQLite has
+    /// one writer whatever this says.
+    pub writers: usize,
 }
 
 impl Default for StorageSettings {
@@ -285,6 +292,7 @@ impl Default for StorageSettings {
             url: "sqlite://hookgate.db".into(),
             max_batch: 256,
             commit_timeout_ms: 10_000,
+            writers: 1,
         }
     }
 }
@@ -596,6 +604,7 @@ impl Settings {
         }
         for (field, ms) in [
             ("storage.commit_timeout_ms", self.storage.commit_timeout_ms),
+            ("storage.writers", self.storage.writers as u64),
             ("server.header_timeout_ms", self.server.header_timeout_ms),
             ("server.body_timeout_ms", self.server.body_timeout_ms),
         ] {

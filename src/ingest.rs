@@ -315,9 +315,10 @@ impl Ingestor {
     ) -> Ingestor {
         Ingestor {
             sources,
-            committer: GroupCommitter::spawn(
+            committer: GroupCommitter::spawn_writers(
                 store.clone(),
                 storage.max_batch,
+                storage.writers,
                 std::time::Duration::from_millis(storage.commit_timeout_ms),
             ),
             rejections: spawn_rejection_log(store),

@@ -59,119 +59,43 @@ fn stopped() -> StoreError {
 }
 
 impl GroupCommitter {
-    /// Spawn the writer task. It ends when every `GroupCommitter` clone is
+    /// Spawn one writer task. It ends when every `GroupCommitter` clone is
     /// dropped, after committing what it already took. A commit still
     /// running after `timeout` is dropped (and with it, its connection):
     /// its requests get 503, which is honest even if the database did
     /// commit — a sender's retry is then a duplicate.
     pub fn spawn(store: DynStore, max_batch: usize, timeout: Duration) -> GroupCommitter {
+        GroupCommitter::spawn_writers(store, max_batch, 1, timeout)
+    }
+
+    /// `spawn` with up to `writers` groups committing at once (at least
+    /// one; exactly one on a single-writer backend). Each writer takes what
+    /// is waiting when it is free, so while one group waits for its flush
+    /// the next is already being written.
+    pub fn spawn_writers(
+        store: DynStore,
+        max_batch: usize,
+        writers: usize,
+        timeout: Duration,
+    ) -> GroupCommitter {
         let max_batch = max_batch.max(1);
-        let (tx, mut rx) = mpsc::channel::<Op>(max_batch * 4);
+        let writers = if store.single_writer() {
+            1
+        } else {
+            writers.max(1)
+        };
+        let (tx, rx) = mpsc::channel::<Op>(max_batch * 4);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let stats = Arc::new(Stats::default());
-        let task_stats = stats.clone();
-        let writer_store = store.clone();
-        tokio::spawn(async move {
-            let store = writer_store;
-            let mut waiting: Vec<Op> = Vec::with_capacity(max_batch);
-            while let Some(first) = rx.recv().await {
-                waiting.push(first);
-                let (mut requests, mut queue_ops) = (0usize, 0usize);
-                let count = |op: &Op, requests: &mut usize, queue_ops: &mut usize| match op {
-                    Op::Insert(..) => *requests += 1,
-                    _ => *queue_ops += 1,
-                };
-                count(&waiting[0], &mut requests, &mut queue_ops);
-                while requests < max_batch && queue_ops < MAX_QUEUE_OPS {
-                    match rx.try_recv() {
-                        Ok(next) => {
-                            count(&next, &mut requests, &mut queue_ops);
-                            waiting.push(next);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let mut group = WriteGroup::default();
-                let mut insert_replies = Vec::with_capacity(requests);
-                let mut complete_replies = Vec::new();
-                let mut claim_replies = Vec::new();
-                for op in waiting.drain(..) {
-                    match op {
-                        Op::Insert(r, reply) => {
-                            group.requests.push(r);
-                            insert_replies.push(reply);
-                        }
-                        Op::Complete(c, reply) => {
-                            group.completes.push(c);
-                            complete_replies.push(reply);
-                        }
-                        Op::Claim(c, reply) => {
-                            group.claims.push(c);
-                            claim_replies.push(reply);
-                        }
-                    }
-                }
-                // A panic below must not kill the writer: every later
-                // request would then be refused until a restart. It fails
-                // this group (503, nothing acknowledged) and the writer
-                // goes on.
-                let commit = AssertUnwindSafe(store.write_group(&group)).catch_unwind();
-                let failed = |e: StoreError| GroupOutcome {
-                    inserted: Err(e.clone()),
-                    completes: group.completes.iter().map(|_| Err(e.clone())).collect(),
-                    claims: group.claims.iter().map(|_| Err(e.clone())).collect(),
-                };
-                let outcome = match tokio::time::timeout(timeout, commit).await {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(_)) => failed(StoreError::Unavailable(
-                        "the storage writer panicked".into(),
-                    )),
-                    Err(_) => failed(StoreError::Unavailable(format!(
-                        "the commit did not finish within {} ms",
-                        timeout.as_millis()
-                    ))),
-                };
-                task_stats.commits.fetch_add(1, Ordering::Relaxed);
-                task_stats
-                    .requests
-                    .fetch_add(group.requests.len() as u64, Ordering::Relaxed);
-                task_stats
-                    .queue_ops
-                    .fetch_add(queue_ops as u64, Ordering::Relaxed);
-                metrics::counter!(m::GROUP_COMMITS).increment(1);
-                metrics::counter!(m::GROUP_COMMIT_REQUESTS).increment(group.requests.len() as u64);
-                metrics::counter!(m::GROUP_COMMIT_QUEUE_WRITES).increment(queue_ops as u64);
-                match outcome.inserted {
-                    Ok(inserted) if inserted.len() == insert_replies.len() => {
-                        for (reply, outcome) in insert_replies.into_iter().zip(inserted) {
-                            let _ = reply.send(Ok(outcome));
-                        }
-                    }
-                    Ok(_) => {
-                        // A backend bug; never acknowledge on a guess.
-                        let e = StoreError::Unavailable("the writer lost track of a batch".into());
-                        for reply in insert_replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        if !insert_replies.is_empty() {
-                            tracing::warn!(error = %e, rows = insert_replies.len(), "group commit failed");
-                        }
-                        for reply in insert_replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-                let mut completes = outcome.completes.into_iter();
-                for reply in complete_replies {
-                    let _ = reply.send(completes.next().unwrap_or_else(|| Err(stopped())));
-                }
-                let mut claims = outcome.claims.into_iter();
-                for reply in claim_replies {
-                    let _ = reply.send(claims.next().unwrap_or_else(|| Err(stopped())));
-                }
-            }
-        });
+        for _ in 0..writers {
+            tokio::spawn(run_writer(
+                store.clone(),
+                rx.clone(),
+                stats.clone(),
+                max_batch,
+                timeout,
+            ));
+        }
         GroupCommitter { tx, store, stats }
     }
 
@@ -223,6 +147,122 @@ impl GroupCommitter {
 
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+}
+
+/// One writer: take the first op waiting and everything queued behind it
+/// (up to the limits), commit them as one group, answer each caller.
+/// Ends when every `GroupCommitter` clone is dropped and the queue is
+/// empty.
+async fn run_writer(
+    store: DynStore,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Op>>>,
+    task_stats: Arc<Stats>,
+    max_batch: usize,
+    timeout: Duration,
+) {
+    let mut waiting: Vec<Op> = Vec::with_capacity(max_batch);
+    loop {
+        let (mut requests, mut queue_ops) = (0usize, 0usize);
+        let count = |op: &Op, requests: &mut usize, queue_ops: &mut usize| match op {
+            Op::Insert(..) => *requests += 1,
+            _ => *queue_ops += 1,
+        };
+        {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            count(&first, &mut requests, &mut queue_ops);
+            waiting.push(first);
+            while requests < max_batch && queue_ops < MAX_QUEUE_OPS {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        count(&next, &mut requests, &mut queue_ops);
+                        waiting.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut group = WriteGroup::default();
+        let mut insert_replies = Vec::with_capacity(requests);
+        let mut complete_replies = Vec::new();
+        let mut claim_replies = Vec::new();
+        for op in waiting.drain(..) {
+            match op {
+                Op::Insert(r, reply) => {
+                    group.requests.push(r);
+                    insert_replies.push(reply);
+                }
+                Op::Complete(c, reply) => {
+                    group.completes.push(c);
+                    complete_replies.push(reply);
+                }
+                Op::Claim(c, reply) => {
+                    group.claims.push(c);
+                    claim_replies.push(reply);
+                }
+            }
+        }
+        // A panic below must not kill the writer: every later
+        // request would then be refused until a restart. It fails
+        // this group (503, nothing acknowledged) and the writer
+        // goes on.
+        let commit = AssertUnwindSafe(store.write_group(&group)).catch_unwind();
+        let failed = |e: StoreError| GroupOutcome {
+            inserted: Err(e.clone()),
+            completes: group.completes.iter().map(|_| Err(e.clone())).collect(),
+            claims: group.claims.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let outcome = match tokio::time::timeout(timeout, commit).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => failed(StoreError::Unavailable(
+                "the storage writer panicked".into(),
+            )),
+            Err(_) => failed(StoreError::Unavailable(format!(
+                "the commit did not finish within {} ms",
+                timeout.as_millis()
+            ))),
+        };
+        task_stats.commits.fetch_add(1, Ordering::Relaxed);
+        task_stats
+            .requests
+            .fetch_add(group.requests.len() as u64, Ordering::Relaxed);
+        task_stats
+            .queue_ops
+            .fetch_add(queue_ops as u64, Ordering::Relaxed);
+        metrics::counter!(m::GROUP_COMMITS).increment(1);
+        metrics::counter!(m::GROUP_COMMIT_REQUESTS).increment(group.requests.len() as u64);
+        metrics::counter!(m::GROUP_COMMIT_QUEUE_WRITES).increment(queue_ops as u64);
+        match outcome.inserted {
+            Ok(inserted) if inserted.len() == insert_replies.len() => {
+                for (reply, outcome) in insert_replies.into_iter().zip(inserted) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Ok(_) => {
+                // A backend bug; never acknowledge on a guess.
+                let e = StoreError::Unavailable("the writer lost track of a batch".into());
+                for reply in insert_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                if !insert_replies.is_empty() {
+                    tracing::warn!(error = %e, rows = insert_replies.len(), "group commit failed");
+                }
+                for reply in insert_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        let mut completes = outcome.completes.into_iter();
+        for reply in complete_replies {
+            let _ = reply.send(completes.next().unwrap_or_else(|| Err(stopped())));
+        }
+        let mut claims = outcome.claims.into_iter();
+        for reply in claim_replies {
+            let _ = reply.send(claims.next().unwrap_or_else(|| Err(stopped())));
+        }
     }
 }
 
@@ -556,6 +596,44 @@ mod tests {
         assert!(!outcomes[0].duplicate);
         assert!(outcomes[4].duplicate);
         assert_eq!(outcomes[4].id, outcomes[0].id);
+    }
+
+    /// With two writers (a backend with concurrent writers), a second
+    /// group is written while the first still waits for its commit.
+    #[tokio::test]
+    async fn group_commit_writers_commit_groups_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let store = Arc::new(Gated {
+            inner: SqliteStore::open(&url).await.unwrap(),
+            gate: Semaphore::new(0),
+            entered: AtomicU64::new(0),
+            sizes: Mutex::new(Vec::new()),
+            panic_once: Default::default(),
+        });
+        let gc = GroupCommitter::spawn_writers(store.clone(), 64, 2, Duration::from_secs(30));
+        let mut inserts = Vec::new();
+        for n in 0..2u64 {
+            let gc_n = gc.clone();
+            inserts.push(tokio::spawn(async move {
+                gc_n.insert(request(n as usize, &format!("e{n}"))).await
+            }));
+            // The n-th group is inside a commit before the next is sent;
+            // with one writer the second would wait for the gate, and
+            // this would never end.
+            tokio::time::timeout(Duration::from_secs(30), async {
+                while store.entered.load(Ordering::SeqCst) <= n {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("a free writer took the group while the other was held");
+        }
+        store.gate.add_permits(100);
+        for insert in inserts {
+            assert!(!insert.await.unwrap().unwrap()[0].duplicate);
+        }
+        assert_eq!(*store.sizes.lock().unwrap(), vec![1, 1]);
     }
 
     #[tokio::test]

@@ -104,6 +104,18 @@ pub async fn insert_events(
     events: &[NewEvent],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
+    let rows: Vec<(&str, &NewEvent)> = events.iter().map(|e| (delivery_id, e)).collect();
+    insert_event_rows(tx, &rows, now_ms).await
+}
+
+/// `insert_events` for the events of several deliveries at once (a
+/// worker's batch): one lock, one insert, one notification, sequence
+/// values in the order given.
+async fn insert_event_rows(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    events: &[(&str, &NewEvent)],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -111,17 +123,21 @@ pub async fn insert_events(
         .bind(EVENT_SEQ_LOCK)
         .execute(&mut **tx)
         .await?;
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
-    let payloads: Vec<&str> = events.iter().map(|e| e.payload_json.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|(_, e)| e.event_type.as_str()).collect();
+    let sources: Vec<&str> = events.iter().map(|(_, e)| e.source.as_str()).collect();
+    let payloads: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e.payload_json.as_str())
+        .collect();
+    let deliveries: Vec<&str> = events.iter().map(|(d, _)| *d).collect();
     // Existing ids (a reprocessed delivery) are skipped before nextval is
     // called, so they burn no sequence values either.
     sqlx::query(
         "INSERT INTO events (seq, id, type, source, delivery_id, created_at, payload) \
-         SELECT nextval('events_seq'), t.id, t.type, t.source, $5, $6, t.payload \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
-              WITH ORDINALITY AS t(id, type, source, payload, n) \
+         SELECT nextval('events_seq'), t.id, t.type, t.source, t.delivery, $6, t.payload \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+              WITH ORDINALITY AS t(id, type, source, payload, delivery, n) \
          WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = t.id) \
          ORDER BY t.n \
          ON CONFLICT (id) DO NOTHING",
@@ -130,7 +146,7 @@ pub async fn insert_events(
     .bind(&types)
     .bind(&sources)
     .bind(&payloads)
-    .bind(delivery_id)
+    .bind(&deliveries)
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
@@ -222,21 +238,6 @@ impl Store for PgStore {
             ka.cmp(&kb).then(a.cmp(b))
         });
 
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query(
-            "INSERT INTO requests (id, source, received_at, remote_addr, headers, body) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bytea[])",
-        )
-        .bind(batch.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|r| r.received_at_ms).collect::<Vec<_>>())
-        .bind(batch.iter().map(|r| r.remote_addr.as_deref()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|r| r.headers_json.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-
         let col = |f: &dyn Fn(&NewRequest, &super::NewDelivery) -> Option<String>| {
             rows.iter()
                 .map(|(r, d)| f(&batch[*r], &batch[*r].deliveries[*d]))
@@ -260,20 +261,42 @@ impl Store for PgStore {
             .collect();
         let received: Vec<i64> = rows.iter().map(|(r, _)| batch[*r].received_at_ms).collect();
 
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO deliveries (id, request_id, item_index, source, provider, \
-               provider_event_id, provider_event_type, occurred_at, received_at, status, \
-               attempts, next_attempt_at, violations, updated_at) \
-             SELECT t.id, t.request_id, t.item_index, t.source, t.provider, t.event_id, \
-               t.event_type, t.occurred, t.received, t.status, 0, t.received, t.violations, \
-               t.received \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-               $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[]) \
-               WITH ORDINALITY AS t(id, request_id, item_index, source, provider, event_id, \
-               event_type, occurred, received, status, violations, n) \
-             ORDER BY t.n \
-             ON CONFLICT (source, provider_event_id) DO NOTHING \
-             RETURNING id",
+        // ONE statement, so one round trip and its own transaction: the
+        // deliveries first (sorted by key, `ON CONFLICT DO NOTHING`), then
+        // only the requests that got a delivery (a request whose events
+        // were all duplicates is never written). The foreign key is checked
+        // at the end of the statement, when both are in. For each row it
+        // answers whether ours went in and, if not, the delivery that holds
+        // its key as of the statement's snapshot.
+        let answer: Vec<(String, bool, Option<String>, Option<String>)> = sqlx::query_as(
+            "WITH t AS ( \
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], \
+                 $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], \
+                 $11::text[]) WITH ORDINALITY AS t(id, request_id, item_index, source, \
+                 provider, event_id, event_type, occurred, received, status, violations, n)), \
+             ins AS ( \
+               INSERT INTO deliveries (id, request_id, item_index, source, provider, \
+                 provider_event_id, provider_event_type, occurred_at, received_at, status, \
+                 attempts, next_attempt_at, violations, updated_at) \
+               SELECT t.id, t.request_id, t.item_index, t.source, t.provider, t.event_id, \
+                 t.event_type, t.occurred, t.received, t.status, 0, t.received, \
+                 t.violations, t.received \
+               FROM t ORDER BY t.n \
+               ON CONFLICT (source, provider_event_id) DO NOTHING \
+               RETURNING id, request_id), \
+             req AS ( \
+               INSERT INTO requests (id, source, received_at, remote_addr, headers, body) \
+               SELECT r.id, r.source, r.received_at, r.remote_addr, r.headers, r.body \
+               FROM UNNEST($12::text[], $13::text[], $14::bigint[], $15::text[], $16::text[], \
+                 $17::bytea[]) AS r(id, source, received_at, remote_addr, headers, body) \
+               WHERE r.id IN (SELECT request_id FROM ins)) \
+             SELECT t.id, i.id IS NOT NULL, d.id, d.status \
+             FROM t LEFT JOIN ins i ON i.id = t.id \
+             LEFT JOIN deliveries d ON i.id IS NULL \
+               AND d.source = t.source AND d.provider_event_id = t.event_id \
+             CROSS JOIN (SELECT count(pg_notify($18, '')) FROM \
+               (SELECT 1 FROM ins LIMIT 1) AS one) AS woken \
+             ORDER BY t.n",
         )
         .bind(&ids)
         .bind(&request_ids)
@@ -286,35 +309,97 @@ impl Store for PgStore {
         .bind(&received)
         .bind(&statuses)
         .bind(&violations)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-
-        // Whatever exists now for each key: ours, or the original of a
-        // duplicate (committed by another transaction, or earlier in ours).
-        let existing: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT d.source, d.provider_event_id, d.id, d.status FROM deliveries d \
-             JOIN UNNEST($1::text[], $2::text[]) AS k(source, event_id) \
-               ON d.source = k.source AND d.provider_event_id = k.event_id",
+        .bind(batch.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.received_at_ms).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.remote_addr.as_deref())
+                .collect::<Vec<_>>(),
         )
-        .bind(&sources)
-        .bind(&event_ids)
-        .fetch_all(&mut *tx)
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.headers_json.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>())
+        .bind(DELIVERIES_CHANNEL)
+        .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let existing: HashMap<(String, String), (String, String)> = existing
+
+        // Which key went to which delivery: ours; one earlier in this
+        // group (its own row conflicted with ours); one committed before
+        // the statement began; or one committed while it ran, which the
+        // statement's snapshot can't show (looked up afterwards: the
+        // conflict waited for that commit, so it is visible now).
+        let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut existing: HashMap<(String, String), (String, String)> = HashMap::new();
+        let mut unresolved: Vec<usize> = Vec::new();
+        for (k, (id, ours, other_id, other_status)) in answer.into_iter().enumerate() {
+            let (r, d) = rows[k];
+            if ours {
+                inserted.insert(id);
+                // A later row of this group with the same key conflicted
+                // with this one.
+                let winner = &batch[r].deliveries[d];
+                existing.insert(
+                    (batch[r].source.clone(), winner.provider_event_id.clone()),
+                    (winner.id.clone(), winner.status.as_str().to_string()),
+                );
+            } else if let (Some(other), Some(status)) = (other_id, other_status) {
+                existing.insert(
+                    (
+                        batch[r].source.clone(),
+                        batch[r].deliveries[d].provider_event_id.clone(),
+                    ),
+                    (other, status),
+                );
+            } else {
+                unresolved.push(k);
+            }
+        }
+        let late: Vec<usize> = unresolved
             .into_iter()
-            .map(|(s, e, id, status)| ((s, e), (id, status)))
+            .filter(|&k| {
+                let key = (
+                    sources[k].clone().unwrap_or_default(),
+                    event_ids[k].clone().unwrap_or_default(),
+                );
+                !existing.contains_key(&key)
+            })
             .collect();
+        if !late.is_empty() {
+            let late_sources: Vec<&str> = late
+                .iter()
+                .map(|&k| sources[k].as_deref().unwrap_or_default())
+                .collect();
+            let late_ids: Vec<&str> = late
+                .iter()
+                .map(|&k| event_ids[k].as_deref().unwrap_or_default())
+                .collect();
+            let found: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT d.source, d.provider_event_id, d.id, d.status FROM deliveries d \
+                 JOIN UNNEST($1::text[], $2::text[]) AS k(source, event_id) \
+                   ON d.source = k.source AND d.provider_event_id = k.event_id",
+            )
+            .bind(&late_sources)
+            .bind(&late_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            for (s, e, id, status) in found {
+                existing.insert((s, e), (id, status));
+            }
+        }
 
         let mut results: Vec<Vec<Inserted>> = Vec::with_capacity(batch.len());
-        let mut keep_request = vec![false; batch.len()];
-        for (r, req) in batch.iter().enumerate() {
+        for req in batch {
             let mut outcome = Vec::with_capacity(req.deliveries.len());
             for d in &req.deliveries {
                 if inserted.contains(&d.id) {
-                    keep_request[r] = true;
                     outcome.push(Inserted {
                         id: d.id.clone(),
                         provider_event_id: d.provider_event_id.clone(),
@@ -339,27 +424,6 @@ impl Store for PgStore {
             }
             results.push(outcome);
         }
-        let unused: Vec<&str> = batch
-            .iter()
-            .zip(&keep_request)
-            .filter(|(_, keep)| !**keep)
-            .map(|(r, _)| r.id.as_str())
-            .collect();
-        if !unused.is_empty() {
-            sqlx::query("DELETE FROM requests WHERE id = ANY($1)")
-                .bind(&unused)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        if !inserted.is_empty() {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(DELIVERIES_CHANNEL)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
         Ok(results)
     }
 
@@ -369,44 +433,45 @@ impl Store for PgStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<Claimed>> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // One statement: the claim and the bodies it needs. Each arm reads
+        // its partial index in processing order and stops after `limit`
+        // rows (migration 0004), whatever the backlog.
         let rows = sqlx::query(
-            "UPDATE deliveries SET status = 'processing', attempts = attempts + 1, \
-               lease_until = $2, updated_at = $1 \
-             WHERE id IN (SELECT id FROM deliveries \
-               WHERE ((status IN ('pending', 'failed') AND next_attempt_at <= $1) \
-                  OR (status = 'processing' AND lease_until < $1)) \
-               ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT $3 \
-               FOR UPDATE SKIP LOCKED) \
-             RETURNING id, request_id, source, provider, provider_event_id, \
-               provider_event_type, occurred_at, received_at, item_index, attempts",
+            "WITH due AS ( \
+               SELECT * FROM (SELECT id, next_attempt_at, received_at, request_id, item_index \
+                 FROM deliveries WHERE status IN ('pending', 'failed') AND next_attempt_at <= $1 \
+                 ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED) AS waiting \
+               UNION ALL \
+               SELECT * FROM (SELECT id, next_attempt_at, received_at, request_id, item_index \
+                 FROM deliveries WHERE status = 'processing' AND lease_until < $1 \
+                 ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED) AS expired \
+               ORDER BY next_attempt_at, received_at, request_id, item_index LIMIT $3), \
+             c AS ( \
+               UPDATE deliveries d SET status = 'processing', attempts = d.attempts + 1, \
+                 lease_until = $2, updated_at = $1 \
+               FROM due WHERE d.id = due.id \
+               RETURNING d.id, d.request_id, d.source, d.provider, d.provider_event_id, \
+                 d.provider_event_type, d.occurred_at, d.received_at, d.item_index, d.attempts) \
+             SELECT c.*, r.body, r.headers FROM c LEFT JOIN requests r ON r.id = c.request_id",
         )
         .bind(now_ms)
         .bind(lease_until_ms)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let request_ids: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>("request_id"))
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
-        let bodies: Vec<(String, Vec<u8>, String)> =
-            sqlx::query_as("SELECT id, body, headers FROM requests WHERE id = ANY($1)")
-                .bind(&request_ids)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        let bodies: HashMap<String, (Vec<u8>, String)> =
-            bodies.into_iter().map(|(id, b, h)| (id, (b, h))).collect();
         let mut claimed = Vec::with_capacity(rows.len());
-        for (row, request_id) in rows.iter().zip(request_ids) {
-            let (body, headers_json) = bodies
-                .get(&request_id)
-                .cloned()
-                .ok_or_else(|| StoreError::Corrupt(format!("request {request_id} is missing")))?;
+        for row in &rows {
+            let body: Option<Vec<u8>> = row.try_get("body").map_err(unavailable)?;
+            let headers_json: Option<String> = row.try_get("headers").map_err(unavailable)?;
+            let (Some(body), Some(headers_json)) = (body, headers_json) else {
+                let request_id: String = row.try_get("request_id").map_err(unavailable)?;
+                return Err(StoreError::Corrupt(format!(
+                    "request {request_id} is missing"
+                )));
+            };
             claimed.push(Claimed {
                 id: row.try_get("id").map_err(unavailable)?,
                 source: row.try_get("source").map_err(unavailable)?,
@@ -431,25 +496,19 @@ impl Store for PgStore {
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // The statuses first: row locks on the deliveries, then the
-        // sequence lock, always in this order.
+        // sequence lock, always in this order. With them, the audit trail:
+        // one attempt row each, numbered by the claim.
         let ids: Vec<&str> = done.iter().map(|c| c.delivery_id.as_str()).collect();
-        sqlx::query(
-            "UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
-             updated_at = $1 WHERE id = ANY($2)",
-        )
-        .bind(now_ms)
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        // The audit trail: one attempt row each, numbered by the claim.
         let started: Vec<i64> = done.iter().map(|c| c.started_at_ms).collect();
         let produced: Vec<String> = done.iter().map(|c| sql::events_json(&c.events)).collect();
         sqlx::query(
-            "INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, events) \
-             SELECT d.id, d.attempts, t.started, $1, 'done', t.events \
+            "WITH u AS ( \
+               UPDATE deliveries SET status = 'done', lease_until = NULL, last_error = NULL, \
+                 updated_at = $1 WHERE id = ANY($2) RETURNING id, attempts) \
+             INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, events) \
+             SELECT u.id, u.attempts, t.started, $1, 'done', t.events \
              FROM UNNEST($2::text[], $3::bigint[], $4::text[]) AS t(id, started, events) \
-             JOIN deliveries d ON d.id = t.id",
+             JOIN u ON u.id = t.id",
         )
         .bind(now_ms)
         .bind(&ids)
@@ -458,11 +517,13 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        for c in done {
-            insert_events(&mut tx, &c.delivery_id, &c.events, now_ms)
-                .await
-                .map_err(unavailable)?;
-        }
+        let events: Vec<(&str, &NewEvent)> = done
+            .iter()
+            .flat_map(|c| c.events.iter().map(|e| (c.delivery_id.as_str(), e)))
+            .collect();
+        insert_event_rows(&mut tx, &events, now_ms)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
 
