@@ -345,7 +345,10 @@ fn respond(outcome: Outcome) -> HttpResponse {
             .content_type(reply.content_type)
             .insert_header(("hookgate-delivery-ids", ids.join(",")))
             .insert_header(("hookgate-status", status))
-            .insert_header(("hookgate-duplicate", if duplicate { "true" } else { "false" }))
+            .insert_header((
+                "hookgate-duplicate",
+                if duplicate { "true" } else { "false" },
+            ))
             .body(reply.body);
     }
     let mut body = if batch {
