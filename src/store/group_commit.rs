@@ -544,17 +544,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn group_commit_batches_requests_waiting_behind_a_commit() {
+    /// A `Gated` store over a fresh SQLite file (kept while the dir lives),
+    /// with `permits` commits let through and maybe one injected panic.
+    async fn gated(permits: usize, panic_once: bool) -> (tempfile::TempDir, Arc<Gated>) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("g.db").display());
         let store = Arc::new(Gated {
             inner: SqliteStore::open(&url).await.unwrap(),
-            gate: Semaphore::new(0),
+            gate: Semaphore::new(permits),
             entered: AtomicU64::new(0),
             sizes: Mutex::new(Vec::new()),
-            panic_once: Default::default(),
+            panic_once: std::sync::atomic::AtomicBool::new(panic_once),
         });
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn group_commit_batches_requests_waiting_behind_a_commit() {
+        let (_dir, store) = gated(0, false).await;
         let gc = GroupCommitter::spawn(store.clone(), 64, Duration::from_secs(30));
         let first = tokio::spawn({
             let gc = gc.clone();
@@ -602,15 +609,7 @@ mod tests {
     /// group is written while the first still waits for its commit.
     #[tokio::test]
     async fn group_commit_writers_commit_groups_side_by_side() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("w.db").display());
-        let store = Arc::new(Gated {
-            inner: SqliteStore::open(&url).await.unwrap(),
-            gate: Semaphore::new(0),
-            entered: AtomicU64::new(0),
-            sizes: Mutex::new(Vec::new()),
-            panic_once: Default::default(),
-        });
+        let (_dir, store) = gated(0, false).await;
         let gc = GroupCommitter::spawn_writers(store.clone(), 64, 2, Duration::from_secs(30));
         let mut inserts = Vec::new();
         for n in 0..2u64 {
@@ -638,15 +637,7 @@ mod tests {
 
     #[tokio::test]
     async fn group_commit_writer_survives_a_panicking_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("p.db").display());
-        let store = Arc::new(Gated {
-            inner: SqliteStore::open(&url).await.unwrap(),
-            gate: Semaphore::new(100),
-            entered: AtomicU64::new(0),
-            sizes: Mutex::new(Vec::new()),
-            panic_once: std::sync::atomic::AtomicBool::new(true),
-        });
+        let (_dir, store) = gated(100, true).await;
         let gc = GroupCommitter::spawn(store.clone(), 8, Duration::from_secs(30));
         let first = gc.insert(request(0, "e0")).await;
         assert!(
@@ -663,16 +654,8 @@ mod tests {
     /// batch: it does not wait for the hung one.
     #[tokio::test]
     async fn group_commit_abandons_a_hung_commit_after_the_timeout() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("h.db").display());
-        let store = Arc::new(Gated {
-            inner: SqliteStore::open(&url).await.unwrap(),
-            // No permits: the first commit waits for ever.
-            gate: Semaphore::new(0),
-            entered: AtomicU64::new(0),
-            sizes: Mutex::new(Vec::new()),
-            panic_once: std::sync::atomic::AtomicBool::new(false),
-        });
+        // No permits: the first commit waits for ever.
+        let (_dir, store) = gated(0, false).await;
         let gc = GroupCommitter::spawn(store.clone(), 8, Duration::from_millis(200));
         let hung = gc.insert(request(0, "e0")).await;
         assert!(
