@@ -606,11 +606,14 @@ pub(super) mod tests {
     use super::super::{Headers, SchemeConfig, Verifier};
     use super::*;
 
-    const PD_SECRET: &str = "lDQHScfUeXUKaQRNF+8XIiDKZ7XX3itBAYzwU0TARw8lJqRnkKl2iB1anSb0Z+IK";
+    pub(in super::super) const PD_SECRET: &str =
+        "lDQHScfUeXUKaQRNF+8XIiDKZ7XX3itBAYzwU0TARw8lJqRnkKl2iB1anSb0Z+IK";
     /// Byte-exact copy of `defaultBody` in PagerDuty/go-pagerduty
     /// webhookv3/webhookv3_test.go.
-    const PD_BODY: &[u8] = include_bytes!("../../tests/vectors/pagerduty_v3_body.json");
-    const PD_VALID: &str = "v1=0c0b9495b893a39e70d1fea2fe11fbe0a825f88b9f67846f6cc07dd2bc5476cd";
+    pub(in super::super) const PD_BODY: &[u8] =
+        include_bytes!("../../tests/vectors/pagerduty_v3_body.json");
+    pub(in super::super) const PD_VALID: &str =
+        "v1=0c0b9495b893a39e70d1fea2fe11fbe0a825f88b9f67846f6cc07dd2bc5476cd";
     const PD_MISMATCH: &str = "v1=7020c8a7ec668a9b7012bc3dd82e483394b038f4230acc6785efbf2a7d8bcaf5";
 
     const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";

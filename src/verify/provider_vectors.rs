@@ -76,6 +76,21 @@ fn assert_vector(scheme: &SchemeConfig, secret: &str, header: (&str, &str), body
     );
 }
 
+/// go-pagerduty's webhookv3 test vector, through PagerDuty's definition
+/// (the same vector checks the generic HMAC scheme in `hmac.rs`).
+#[test]
+fn provider_pagerduty_sdk_vector_verifies() {
+    use super::hmac::tests::{PD_BODY, PD_SECRET, PD_VALID};
+    let scheme = scheme_of(include_str!("../../providers/pagerduty/provider.toml"));
+    assert_vector(
+        &scheme,
+        PD_SECRET,
+        ("X-PagerDuty-Signature", PD_VALID),
+        PD_BODY,
+        0,
+    );
+}
+
 const PADDLE_SECRET: &str =
     "pdl_ntfset_01hs0t3tw21j988db1pam5xg8m_GrOWLNef+vmtjJYq4mSnHNzvc8uWoJ1I";
 
