@@ -591,6 +591,19 @@ impl Settings {
                 }
             }
         }
+        if let Some(nats) = &self.bus.nats {
+            // JetStream refuses such a stream (error 10052); said here,
+            // not as publish retries for ever.
+            if nats.max_age_secs > 0 && nats.duplicate_window_secs > nats.max_age_secs {
+                return Err(ConfigError::Invalid {
+                    field: "bus.nats.duplicate_window_secs".into(),
+                    message: format!(
+                        "{} s is longer than max_age_secs ({} s): JetStream can't keep ids longer than the messages",
+                        nats.duplicate_window_secs, nats.max_age_secs
+                    ),
+                });
+            }
+        }
         for (i, source) in self.sources.iter().enumerate() {
             parse_networks(&source.allow_ips, &format!("sources[{i}].allow_ips"))?;
             if let Some(limit) = &source.rate_limit {
@@ -810,6 +823,26 @@ mod tests {
         .unwrap();
         assert_eq!(s.storage.url, "sqlite:///etc/hookgate/data/h.db");
         assert_eq!(s.paths.providers, Path::new("/etc/hookgate/providers"));
+    }
+
+    #[test]
+    fn settings_refuse_a_nats_duplicate_window_longer_than_max_age() {
+        let err = Settings::from_toml(
+            "[bus.nats]\nmax_age_secs = 3600\nduplicate_window_secs = 86400\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("bus.nats.duplicate_window_secs"),
+            "{err}"
+        );
+        for ok in [
+            "[bus.nats]\nmax_age_secs = 3600\nduplicate_window_secs = 600\n",
+            "[bus.nats]\nmax_age_secs = 0\nduplicate_window_secs = 86400\n",
+            "[bus.nats]\n",
+        ] {
+            Settings::from_toml(ok, Path::new("/")).unwrap();
+        }
     }
 
     #[test]

@@ -234,6 +234,9 @@ impl RequestFactory {
 #[derive(Default)]
 pub struct Tracker {
     inner: Mutex<TrackerInner>,
+    /// A second consumer timed from the same 200s (the NATS subscriber
+    /// beside the `/v1/events` poller).
+    next: Option<Arc<Tracker>>,
 }
 
 #[derive(Default)]
@@ -244,7 +247,18 @@ struct TrackerInner {
 }
 
 impl Tracker {
+    /// A tracker whose acknowledgements also go to `next`.
+    pub fn chained(next: Arc<Tracker>) -> Tracker {
+        Tracker {
+            inner: Default::default(),
+            next: Some(next),
+        }
+    }
+
     pub fn acked(&self, id: String, at: Instant) {
+        if let Some(next) = &self.next {
+            next.acked(id.clone(), at);
+        }
         let mut g = self.inner.lock().unwrap();
         match g.seen.remove(&id) {
             // Read before the client had the 200: processing was faster
@@ -522,6 +536,34 @@ pub async fn poll_events(
         }
         if events.len() < 1000 {
             tokio::time::sleep(interval).await;
+        }
+    }
+    Ok(seen)
+}
+
+/// Mark every catalog event that arrives on `subject` (a core NATS
+/// subscription beside the JetStream stream the gateway publishes into)
+/// as seen, until `stop` turns true.
+pub async fn subscribe_events(
+    client: async_nats::Client,
+    subject: String,
+    tracker: Arc<Tracker>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    use futures_util::StreamExt;
+    let mut messages = client.subscribe(subject).await?;
+    let mut seen = 0u64;
+    loop {
+        let message = tokio::select! {
+            m = messages.next() => m,
+            _ = stop.changed() => None,
+        };
+        let Some(message) = message else { break };
+        let at = Instant::now();
+        let event: Value = serde_json::from_slice(&message.payload)?;
+        if let Some(id) = event["provider_event_id"].as_str() {
+            tracker.seen(id.to_string(), at);
+            seen += 1;
         }
     }
     Ok(seen)

@@ -79,6 +79,12 @@ pub struct BenchArgs {
     /// `postgres://…`: also measure full ingest on PostgreSQL.
     #[arg(long)]
     pub postgres_url: Option<String>,
+    /// `nats://…` (JetStream): the processing stage's gateway also
+    /// publishes there (a stream of its own, deleted afterwards), and the
+    /// time from the 200 to the message on a NATS subscription is reported
+    /// beside the time to `/v1/events`.
+    #[arg(long)]
+    pub nats_url: Option<String>,
     /// Log level of the gateway under test (its logs go to a file).
     #[arg(long, default_value = "info")]
     pub gateway_log: String,
@@ -130,6 +136,8 @@ pub struct StageOutcome {
     pub group_commits: Option<(f64, f64, f64)>,
     pub peak_rss_kib: Option<u64>,
     pub processing: Option<ProcessingStats>,
+    /// 200 → the event's message on NATS (with `--nats-url`).
+    pub published: Option<ProcessingStats>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +166,8 @@ pub struct Harness {
     pub http_workers: usize,
     pub queue_workers: usize,
     pub gateway_log: String,
+    /// JetStream for the processing stage's gateway to publish into.
+    pub nats_url: Option<String>,
     dir: tempfile::TempDir,
     stage_counter: std::sync::atomic::AtomicUsize,
 }
@@ -186,6 +196,7 @@ impl Harness {
             http_workers: default_workers(),
             queue_workers: 2,
             gateway_log: "info".into(),
+            nats_url: None,
             dir: tempfile::Builder::new()
                 .prefix("hookgate-bench")
                 .tempdir()?,
@@ -244,7 +255,25 @@ impl Harness {
             Stage::Server(_) => None,
         };
         let config = dir.join("hookgate.toml");
-        std::fs::write(&config, toml::to_string(&self.settings(&dir, storage_url))?)?;
+        let mut settings = self.settings(&dir, storage_url);
+        // The tracked stage publishes to NATS too, into a stream of its own.
+        let nats = match (&self.nats_url, track) {
+            (Some(url), true) => {
+                let tag = format!("{}_{n}", std::process::id());
+                let nats = crate::config::NatsSettings {
+                    url: url.clone(),
+                    subject_prefix: format!("hookgate_bench_{tag}"),
+                    stream: format!("HOOKGATE_BENCH_{tag}"),
+                    max_age_secs: 3600,
+                    duplicate_window_secs: 600,
+                    ..Default::default()
+                };
+                settings.bus.nats = Some(nats.clone());
+                Some(nats)
+            }
+            _ => None,
+        };
+        std::fs::write(&config, toml::to_string(&settings)?)?;
         let config = config.display().to_string();
         let args: Vec<String> = match stage {
             Stage::Server(kind) => {
@@ -276,9 +305,30 @@ impl Harness {
             &format!("/v1/webhooks/{}", self.scheme.provider()),
         )?;
 
-        let tracker = track.then(|| Arc::new(Tracker::default()));
-        let poll_interval = Duration::from_millis(5);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut subscriber = None;
+        let mut nats_client = None;
+        if let Some(nats) = &nats {
+            let client = async_nats::connect(nats.url.as_str()).await?;
+            let published = Arc::new(Tracker::default());
+            subscriber = Some((
+                published.clone(),
+                tokio::spawn(load::subscribe_events(
+                    client.clone(),
+                    format!("{}.>", nats.subject_prefix),
+                    published,
+                    stop_rx.clone(),
+                )),
+            ));
+            nats_client = Some(client);
+        }
+        let tracker = track.then(|| {
+            Arc::new(match &subscriber {
+                Some((published, _)) => Tracker::chained(published.clone()),
+                None => Tracker::default(),
+            })
+        });
+        let poll_interval = Duration::from_millis(5);
         let poller = tracker.clone().map(|t| {
             tokio::spawn(load::poll_events(
                 addr,
@@ -293,14 +343,22 @@ impl Harness {
         let processing = match (&tracker, poller) {
             (Some(t), Some(poller)) => {
                 let backlog_at_stop = t.outstanding();
+                let published_backlog = subscriber.as_ref().map(|(p, _)| p.outstanding());
                 let stopped = Instant::now();
                 let mut drain_ms = None;
+                let mut published_drain_ms = None;
                 while stopped.elapsed() < Duration::from_secs(30) {
-                    if t.outstanding() == 0 {
-                        drain_ms = Some(stopped.elapsed().as_secs_f64() * 1e3);
-                        break;
+                    let elapsed_ms = stopped.elapsed().as_secs_f64() * 1e3;
+                    if drain_ms.is_none() && t.outstanding() == 0 {
+                        drain_ms = Some(elapsed_ms);
                     }
-                    if poller.is_finished() {
+                    if let Some((p, _)) = &subscriber {
+                        if published_drain_ms.is_none() && p.outstanding() == 0 {
+                            published_drain_ms = Some(elapsed_ms);
+                        }
+                    }
+                    let published_done = subscriber.is_none() || published_drain_ms.is_some();
+                    if (drain_ms.is_some() && published_done) || poller.is_finished() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -309,20 +367,49 @@ impl Harness {
                 if let Err(e) = poller.await? {
                     tracing::warn!(error = %e, "the event poller failed");
                 }
-                let h = t.histogram();
-                Some(ProcessingStats {
-                    offered_rate: offered.unwrap_or(0.0),
-                    events_timed: h.len(),
-                    p50_ms: h.value_at_quantile(0.5) as f64 / 1e3,
-                    p99_ms: h.value_at_quantile(0.99) as f64 / 1e3,
-                    max_ms: h.max() as f64 / 1e3,
+                let stats = |t: &Tracker, backlog_at_stop, drain_ms, poll_interval_ms| {
+                    let h = t.histogram();
+                    ProcessingStats {
+                        offered_rate: offered.unwrap_or(0.0),
+                        events_timed: h.len(),
+                        p50_ms: h.value_at_quantile(0.5) as f64 / 1e3,
+                        p99_ms: h.value_at_quantile(0.99) as f64 / 1e3,
+                        max_ms: h.max() as f64 / 1e3,
+                        backlog_at_stop,
+                        drain_ms,
+                        poll_interval_ms,
+                    }
+                };
+                let processing = stats(
+                    t,
                     backlog_at_stop,
                     drain_ms,
-                    poll_interval_ms: poll_interval.as_secs_f64() * 1e3,
-                })
+                    poll_interval.as_secs_f64() * 1e3,
+                );
+                let published = match subscriber.take() {
+                    Some((p, task)) => {
+                        if let Err(e) = task.await? {
+                            tracing::warn!(error = %e, "the NATS subscriber failed");
+                        }
+                        Some(stats(
+                            &p,
+                            published_backlog.unwrap_or(0),
+                            published_drain_ms,
+                            0.0,
+                        ))
+                    }
+                    None => None,
+                };
+                (Some(processing), published)
             }
-            _ => None,
+            _ => (None, None),
         };
+        let (processing, published) = processing;
+        if let (Some(client), Some(nats)) = (nats_client, &nats) {
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(&nats.stream)
+                .await;
+        }
         let peak_rss_kib = server.peak_rss_kib();
         let group_commits = match stage {
             Stage::Gateway { .. } => load::group_commit_counters(addr).await,
@@ -334,6 +421,7 @@ impl Harness {
             group_commits,
             peak_rss_kib,
             processing,
+            published,
         })
     }
 }
@@ -371,6 +459,9 @@ pub struct Row {
     pub queue_writes_per_commit: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processing: Option<ProcessingStats>,
+    /// 200 → message received from NATS (`--nats-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<ProcessingStats>,
 }
 
 impl Row {
@@ -400,6 +491,7 @@ impl Row {
                 .filter(|(c, _, _)| *c > 0.0)
                 .map(|(c, _, q)| q / c),
             processing: o.processing,
+            published: o.published,
         }
     }
 }
@@ -476,6 +568,7 @@ async fn run_all(args: &BenchArgs) -> anyhow::Result<Report> {
     }
     harness.queue_workers = args.queue_workers;
     harness.gateway_log = args.gateway_log.clone();
+    harness.nats_url = args.nats_url.clone();
 
     let wants = |s: &str| args.stages.iter().any(|x| x == s);
     let spec = |connections: usize| LoadSpec {
@@ -691,6 +784,20 @@ pub fn table(report: &Report) -> String {
                 "processing (200 → event readable on /v1/events, polled every {} ms) at {:.0} req/s offered: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events; backlog when the load stopped {}, drained in {}",
                 p.poll_interval_ms,
                 p.offered_rate,
+                p.p50_ms,
+                p.p99_ms,
+                p.max_ms,
+                p.events_timed,
+                p.backlog_at_stop,
+                p.drain_ms
+                    .map(|d| format!("{d:.0} ms"))
+                    .unwrap_or_else(|| "more than 30 s".into()),
+            );
+        }
+        if let Some(p) = &r.published {
+            let _ = writeln!(
+                out,
+                "published (200 → message on a NATS subscription to the stream's subjects): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events; not yet published when the load stopped {}, drained in {}",
                 p.p50_ms,
                 p.p99_ms,
                 p.max_ms,
