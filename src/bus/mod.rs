@@ -52,10 +52,30 @@ pub struct Publisher {
     wake: Arc<Notify>,
     batch: u32,
     max_backoff: Duration,
+    /// The lease this publisher holds and the cursor as it last left it.
+    /// While more than half of the lease is left, a round reads neither
+    /// (a lease write per round took the database's one writer from the
+    /// group commits on SQLite).
+    held: std::sync::Mutex<Option<Held>>,
 }
 
-/// Lease on the right to publish; renewed every round, well before expiry.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    until_ms: i64,
+    /// Published up to here.
+    cursor: i64,
+    /// The cursor as the database has it, and when it was written.
+    saved: i64,
+    saved_at_ms: i64,
+}
+
+/// Lease on the right to publish; renewed once less than half of it is
+/// left, well before expiry.
 const LEASE_MS: i64 = 15_000;
+/// The cursor is written at most this often while events keep coming (and
+/// whenever the publisher catches up or stops): after a crash, at most
+/// this much is published again, and the sink drops it by event id.
+const CURSOR_SAVE_MS: i64 = 250;
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
 
 impl Publisher {
@@ -76,23 +96,51 @@ impl Publisher {
             wake,
             batch: batch.max(1),
             max_backoff,
+            held: std::sync::Mutex::new(None),
         }
     }
 
-    /// One round: take/renew the lease, publish what follows the cursor,
-    /// advance it. Returns how many events were published; `Ok(None)` when
+    /// One round: take the lease (renewed once half of it is gone), publish
+    /// what follows the cursor, write the cursor (at most every
+    /// `CURSOR_SAVE_MS` while events keep coming, and whenever the
+    /// publisher catches up, fails or renews). Returns how many events were published; `Ok(None)` when
     /// another instance holds the lease.
     pub async fn run_once(&self) -> Result<Option<usize>, PublishError> {
         let now = unix_ms(self.clock.now());
-        let Some(cursor) = self
-            .store
-            .sink_lease(self.sink.name(), &self.owner, now, now + LEASE_MS)
-            .await?
-        else {
-            return Ok(None);
+        // Taken out: it goes back only when this round ends well, so an
+        // error makes the next round ask the database again.
+        let taken = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut held = match taken {
+            Some(h) if now < h.until_ms - LEASE_MS / 2 => h,
+            taken => {
+                // Renewing: what was published goes to the database first,
+                // so the renewal's cursor includes it.
+                if let Some(mut old) = taken {
+                    self.save(&mut old, now).await?;
+                }
+                let until_ms = now + LEASE_MS;
+                let Some(cursor) = self
+                    .store
+                    .sink_lease(self.sink.name(), &self.owner, now, until_ms)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                Held {
+                    until_ms,
+                    cursor,
+                    saved: cursor,
+                    saved_at_ms: now,
+                }
+            }
         };
-        let events = self.store.list_events(cursor, &[], self.batch).await?;
+        let events = self.store.list_events(held.cursor, &[], self.batch).await?;
         if events.is_empty() {
+            // Caught up: the cursor goes to the database now.
+            if !self.save(&mut held, now).await? {
+                return Ok(Some(0));
+            }
+            self.keep(held);
             return Ok(Some(0));
         }
         let result = self.sink.publish(&events).await;
@@ -107,13 +155,40 @@ impl Publisher {
         if published > 0 {
             metrics::counter!(m::PUBLISHED, "sink" => self.sink.name().to_string())
                 .increment(published as u64);
-            let last = events[published - 1].seq;
-            self.store
-                .advance_sink(self.sink.name(), &self.owner, last)
-                .await?;
+            held.cursor = events[published - 1].seq;
         }
+        if result.is_err() || now - held.saved_at_ms >= CURSOR_SAVE_MS {
+            if !self.save(&mut held, now).await? {
+                // The lease went to another instance: ask again next round.
+                result?;
+                return Ok(Some(published));
+            }
+        }
+        self.keep(held);
         result?;
         Ok(Some(published))
+    }
+
+    /// Write the cursor if it moved since it was last written. False when
+    /// the lease is no longer ours.
+    async fn save(&self, held: &mut Held, now: i64) -> Result<bool, PublishError> {
+        if held.cursor == held.saved {
+            return Ok(true);
+        }
+        if !self
+            .store
+            .advance_sink(self.sink.name(), &self.owner, held.cursor)
+            .await?
+        {
+            return Ok(false);
+        }
+        held.saved = held.cursor;
+        held.saved_at_ms = now;
+        Ok(true)
+    }
+
+    fn keep(&self, held: Held) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
     }
 
     /// Publish until nothing is left (tests).
@@ -161,6 +236,11 @@ impl Publisher {
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.changed() => {}
                 }
+            }
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(mut held) = held {
+                let now = unix_ms(self.clock.now());
+                let _ = self.save(&mut held, now).await;
             }
             let _ = self.store.release_sink(self.sink.name(), &self.owner).await;
         })
