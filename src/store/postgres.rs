@@ -1,11 +1,12 @@
 //! The PostgreSQL backend, for several hookgate instances on one database.
 //!
-//! - Group commit: a batch is four statements in one transaction, each a
-//!   multi-row `UNNEST` insert or lookup, idempotent with `ON CONFLICT (source,
+//! - Group commit: a batch is ONE statement (its own transaction) over
+//!   multi-row `UNNEST` inputs, idempotent with `ON CONFLICT (source,
 //!   provider_event_id) DO NOTHING`. Rows are sorted by that key so two
 //!   instances inserting overlapping batches take row locks in the same
 //!   order and can't deadlock.
-//! - Workers claim with `FOR UPDATE SKIP LOCKED` and a lease.
+//! - Workers claim with `FOR UPDATE SKIP LOCKED` and a lease, reading
+//!   partial indexes in processing order.
 //! - Catalog event sequence values are taken under a transaction-scoped
 //!   advisory lock that is held until commit: the transaction that took
 //!   `seq = n` has committed before any transaction can take `n + 1`, so a
