@@ -136,11 +136,11 @@ impl Publisher {
         };
         let events = self.store.list_events(held.cursor, &[], self.batch).await?;
         if events.is_empty() {
-            // Caught up: the cursor goes to the database now.
-            if !self.save(&mut held, now).await? {
-                return Ok(Some(0));
+            // Caught up: the cursor goes to the database now (and, if the
+            // lease is gone, the next round asks for it again).
+            if self.save(&mut held, now).await? {
+                self.keep(held);
             }
-            self.keep(held);
             return Ok(Some(0));
         }
         let result = self.sink.publish(&events).await;
@@ -157,12 +157,11 @@ impl Publisher {
                 .increment(published as u64);
             held.cursor = events[published - 1].seq;
         }
-        if result.is_err() || now - held.saved_at_ms >= CURSOR_SAVE_MS {
-            if !self.save(&mut held, now).await? {
-                // The lease went to another instance: ask again next round.
-                result?;
-                return Ok(Some(published));
-            }
+        let due = result.is_err() || now - held.saved_at_ms >= CURSOR_SAVE_MS;
+        if due && !self.save(&mut held, now).await? {
+            // The lease went to another instance: ask again next round.
+            result?;
+            return Ok(Some(published));
         }
         self.keep(held);
         result?;
