@@ -257,6 +257,9 @@ async fn browser_login_list_open_and_replay() {
     assert!(browser.text_of("#login-error").await.contains("not one of"));
     browser.type_into("#token", API_TOKEN).await;
     browser.click("#login").await;
+    // The deliveries page has loaded (the implicit wait finds its table),
+    // so the header read below is not the login page's, gone stale.
+    browser.find("#deliveries").await;
 
     // The style sheet passed the Content-Security-Policy (its hash).
     let header_color = browser
@@ -272,7 +275,6 @@ async fn browser_login_list_open_and_replay() {
     assert_eq!(text(&header_color), "rgba(29, 39, 51, 1)");
 
     // List: both deliveries, done.
-    browser.find("#deliveries").await;
     assert!(browser.url().await.ends_with("/ui/deliveries"));
     assert_eq!(browser.count("#deliveries tbody tr").await, 2);
     let row = format!("tr[data-id=\"{id}\"]");
