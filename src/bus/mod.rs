@@ -103,8 +103,8 @@ impl Publisher {
     /// One round: take the lease (renewed once half of it is gone), publish
     /// what follows the cursor, write the cursor (at most every
     /// `CURSOR_SAVE_MS` while events keep coming, and whenever the
-    /// publisher catches up, fails or renews). Returns how many events were published; `Ok(None)` when
-    /// another instance holds the lease.
+    /// publisher catches up, fails or renews). Returns how many events were
+    /// published; `Ok(None)` when another instance holds the lease.
     pub async fn run_once(&self) -> Result<Option<usize>, PublishError> {
         let now = unix_ms(self.clock.now());
         // Taken out: it goes back only when this round ends well, so an
