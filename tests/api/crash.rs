@@ -26,6 +26,20 @@ use crate::helpers::*;
 /// The secret of the `stripe` source of every crash-test config.
 const SECRET: &str = "whsec_crash_secret";
 
+/// Nothing the gateways wrote to `log` over a scenario (every start, every
+/// kill, every restart, at `info`) carries the source's secret or the API
+/// token.
+pub fn assert_log_keeps_secrets(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(!text.is_empty(), "the gateways logged nothing");
+    for (name, secret) in [
+        ("the stripe source's secret", SECRET),
+        ("the API token", API_TOKEN),
+    ] {
+        assert!(!text.contains(secret), "{name} is in the gateway log");
+    }
+}
+
 /// One running `hookgate serve` process.
 pub struct Gateway {
     child: Child,
@@ -146,7 +160,7 @@ sweep_interval_ms = 200
 lease_secs = 2
 
 [log]
-level = "warn"
+level = "info"
 {bus}
 [[sources]]
 name = "stripe"
@@ -384,8 +398,13 @@ async fn crash_sigkill_after_ack_loses_nothing_and_duplicates_nothing(backend: B
             .unwrap();
         assert_eq!(d["provider_event_id"], id.as_str());
         assert_eq!(d["status"], "done");
+        assert!(
+            !d.to_string().contains(SECRET),
+            "an admin answer carries the secret"
+        );
     }
     gw.kill();
+    assert_log_keeps_secrets(&log);
 }
 
 crate::backend_tests!(crash_sigkill_after_ack_loses_nothing_and_duplicates_nothing);

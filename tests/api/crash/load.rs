@@ -162,6 +162,7 @@ async fn kill_under_load(backend: Backend, instances: usize) {
     assert!(published, "the stream never caught up");
     figures.assert_clean();
     assert!(figures.acknowledged > 0);
+    super::assert_log_keeps_secrets(&log);
 
     reader.close().await;
     for gw in gateways.into_iter().flatten() {

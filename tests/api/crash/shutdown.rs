@@ -194,6 +194,7 @@ async fn shutdown_sigterm_under_load_finishes_in_flight_and_releases_leases(back
     let published = reader.published_within(Duration::from_secs(60)).await;
     account(&mut figures, &reader, &acked, &sent, Some(&nats)).await;
     figures.print();
+    super::assert_log_keeps_secrets(&log);
     println!(
         "shutdown figures: scenario={} in_flight_at_sigterm={} answered_200={} \
          left_processing={} sink_leases_held={} exit={exit}",
