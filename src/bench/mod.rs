@@ -155,6 +155,23 @@ pub struct ProcessingStats {
     pub poll_interval_ms: f64,
 }
 
+impl ProcessingStats {
+    /// "p50 … ms, p99 …, max … over n events; <backlog> n, drained in …".
+    fn summary(&self, backlog: &str) -> String {
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events; {backlog} {}, drained in {}",
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.events_timed,
+            self.backlog_at_stop,
+            self.drain_ms
+                .map(|d| format!("{d:.0} ms"))
+                .unwrap_or_else(|| "more than 30 s".into()),
+        )
+    }
+}
+
 /// Starts servers under test and drives load at them.
 pub struct Harness {
     pub exe: PathBuf,
@@ -306,25 +323,22 @@ impl Harness {
         )?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // (timings, subscriber task, client) of the NATS consumer.
         let mut subscriber = None;
-        let mut nats_client = None;
         if let Some(nats) = &nats {
             let client = async_nats::connect(nats.url.as_str()).await?;
             let published = Arc::new(Tracker::default());
-            subscriber = Some((
+            let task = tokio::spawn(load::subscribe_events(
+                client.clone(),
+                format!("{}.>", nats.subject_prefix),
                 published.clone(),
-                tokio::spawn(load::subscribe_events(
-                    client.clone(),
-                    format!("{}.>", nats.subject_prefix),
-                    published,
-                    stop_rx.clone(),
-                )),
+                stop_rx.clone(),
             ));
-            nats_client = Some(client);
+            subscriber = Some((published, task, client));
         }
         let tracker = track.then(|| {
             Arc::new(match &subscriber {
-                Some((published, _)) => Tracker::chained(published.clone()),
+                Some((published, _, _)) => Tracker::chained(published.clone()),
                 None => Tracker::default(),
             })
         });
@@ -340,10 +354,10 @@ impl Harness {
         });
         let offered = spec.rate;
         let stats = load::run(factory, addr, spec, tracker.clone()).await?;
-        let processing = match (&tracker, poller) {
+        let (processing, published) = match (&tracker, poller) {
             (Some(t), Some(poller)) => {
                 let backlog_at_stop = t.outstanding();
-                let published_backlog = subscriber.as_ref().map(|(p, _)| p.outstanding());
+                let published_backlog = subscriber.as_ref().map(|(p, _, _)| p.outstanding());
                 let stopped = Instant::now();
                 let mut drain_ms = None;
                 let mut published_drain_ms = None;
@@ -352,7 +366,7 @@ impl Harness {
                     if drain_ms.is_none() && t.outstanding() == 0 {
                         drain_ms = Some(elapsed_ms);
                     }
-                    if let Some((p, _)) = &subscriber {
+                    if let Some((p, _, _)) = &subscriber {
                         if published_drain_ms.is_none() && p.outstanding() == 0 {
                             published_drain_ms = Some(elapsed_ms);
                         }
@@ -386,13 +400,13 @@ impl Harness {
                     drain_ms,
                     poll_interval.as_secs_f64() * 1e3,
                 );
-                let published = match subscriber.take() {
-                    Some((p, task)) => {
+                let published = match &mut subscriber {
+                    Some((p, task, _)) => {
                         if let Err(e) = task.await? {
                             tracing::warn!(error = %e, "the NATS subscriber failed");
                         }
                         Some(stats(
-                            &p,
+                            p,
                             published_backlog.unwrap_or(0),
                             published_drain_ms,
                             0.0,
@@ -404,8 +418,7 @@ impl Harness {
             }
             _ => (None, None),
         };
-        let (processing, published) = processing;
-        if let (Some(client), Some(nats)) = (nats_client, &nats) {
+        if let (Some((_, _, client)), Some(nats)) = (subscriber, &nats) {
             let _ = async_nats::jetstream::new(client)
                 .delete_stream(&nats.stream)
                 .await;
@@ -781,31 +794,17 @@ pub fn table(report: &Report) -> String {
         if let Some(p) = &r.processing {
             let _ = writeln!(
                 out,
-                "processing (200 → event readable on /v1/events, polled every {} ms) at {:.0} req/s offered: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events; backlog when the load stopped {}, drained in {}",
+                "processing (200 → event readable on /v1/events, polled every {} ms) at {:.0} req/s offered: {}",
                 p.poll_interval_ms,
                 p.offered_rate,
-                p.p50_ms,
-                p.p99_ms,
-                p.max_ms,
-                p.events_timed,
-                p.backlog_at_stop,
-                p.drain_ms
-                    .map(|d| format!("{d:.0} ms"))
-                    .unwrap_or_else(|| "more than 30 s".into()),
+                p.summary("backlog when the load stopped"),
             );
         }
         if let Some(p) = &r.published {
             let _ = writeln!(
                 out,
-                "published (200 → message on a NATS subscription to the stream's subjects): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events; not yet published when the load stopped {}, drained in {}",
-                p.p50_ms,
-                p.p99_ms,
-                p.max_ms,
-                p.events_timed,
-                p.backlog_at_stop,
-                p.drain_ms
-                    .map(|d| format!("{d:.0} ms"))
-                    .unwrap_or_else(|| "more than 30 s".into()),
+                "published (200 → message on a NATS subscription to the stream's subjects): {}",
+                p.summary("not yet published when the load stopped"),
             );
         }
     }

@@ -336,51 +336,38 @@ impl Store for PgStore {
         // the statement began; or one committed while it ran, which the
         // statement's snapshot can't show (looked up afterwards: the
         // conflict waited for that commit, so it is visible now).
+        let key = |k: usize| {
+            let (r, d) = rows[k];
+            (
+                batch[r].source.clone(),
+                batch[r].deliveries[d].provider_event_id.clone(),
+            )
+        };
         let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut existing: HashMap<(String, String), (String, String)> = HashMap::new();
         let mut unresolved: Vec<usize> = Vec::new();
         for (k, (id, ours, other_id, other_status)) in answer.into_iter().enumerate() {
-            let (r, d) = rows[k];
             if ours {
-                inserted.insert(id);
                 // A later row of this group with the same key conflicted
                 // with this one.
-                let winner = &batch[r].deliveries[d];
-                existing.insert(
-                    (batch[r].source.clone(), winner.provider_event_id.clone()),
-                    (winner.id.clone(), winner.status.as_str().to_string()),
-                );
+                let (r, d) = rows[k];
+                let status = batch[r].deliveries[d].status.as_str().to_string();
+                existing.insert(key(k), (id.clone(), status));
+                inserted.insert(id);
             } else if let (Some(other), Some(status)) = (other_id, other_status) {
-                existing.insert(
-                    (
-                        batch[r].source.clone(),
-                        batch[r].deliveries[d].provider_event_id.clone(),
-                    ),
-                    (other, status),
-                );
+                existing.insert(key(k), (other, status));
             } else {
                 unresolved.push(k);
             }
         }
-        let late: Vec<usize> = unresolved
+        let late: Vec<(String, String)> = unresolved
             .into_iter()
-            .filter(|&k| {
-                let key = (
-                    sources[k].clone().unwrap_or_default(),
-                    event_ids[k].clone().unwrap_or_default(),
-                );
-                !existing.contains_key(&key)
-            })
+            .map(key)
+            .filter(|k| !existing.contains_key(k))
             .collect();
         if !late.is_empty() {
-            let late_sources: Vec<&str> = late
-                .iter()
-                .map(|&k| sources[k].as_deref().unwrap_or_default())
-                .collect();
-            let late_ids: Vec<&str> = late
-                .iter()
-                .map(|&k| event_ids[k].as_deref().unwrap_or_default())
-                .collect();
+            let late_sources: Vec<&str> = late.iter().map(|(s, _)| s.as_str()).collect();
+            let late_ids: Vec<&str> = late.iter().map(|(_, e)| e.as_str()).collect();
             let found: Vec<(String, String, String, String)> = sqlx::query_as(
                 "SELECT d.source, d.provider_event_id, d.id, d.status FROM deliveries d \
                  JOIN UNNEST($1::text[], $2::text[]) AS k(source, event_id) \
