@@ -43,13 +43,27 @@ impl Tmpfs {
         self.dir.path()
     }
 
+    /// Remount with `options`. A file open for writing anywhere on the
+    /// machine makes a read-only remount fail with "busy": a process that
+    /// another test forks inherits every descriptor until it execs, so a
+    /// few tries are allowed; a handle still open after them is named.
     fn remount(&self, options: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(self.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {options}");
+        for _ in 0..50 {
+            let status = Command::new("mount")
+                .args(["-o", &format!("remount,{options}")])
+                .arg(self.path())
+                .status()
+                .unwrap();
+            if status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "remount {options} failed; files open under {}: {:?}",
+            self.path().display(),
+            open_files_under(self.path())
+        );
     }
 }
 
@@ -60,6 +74,26 @@ impl Drop for Tmpfs {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// Every process's descriptors that point under `dir`, as "pid: path".
+fn open_files_under(dir: &Path) -> Vec<String> {
+    let mut open = Vec::new();
+    for process in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let fds = process.path().join("fd");
+        for fd in std::fs::read_dir(&fds).into_iter().flatten().flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if target.starts_with(dir) {
+                    open.push(format!(
+                        "{}: {}",
+                        process.file_name().to_string_lossy(),
+                        target.display()
+                    ));
+                }
+            }
+        }
+    }
+    open
 }
 
 /// Fill the filesystem at `dir` to the last byte with one file.
@@ -158,6 +192,12 @@ async fn storage_read_only_location_is_refused_clearly_not_served() {
     // its filesystem went read-only.
     let store = hookgate::store::open(&db_url).await.unwrap();
     store.close().await;
+    let ours = format!("{}: ", std::process::id());
+    let left: Vec<String> = open_files_under(fs.path())
+        .into_iter()
+        .filter(|f| f.starts_with(&ours))
+        .collect();
+    assert!(left.is_empty(), "close() left files open: {left:?}");
     fs.remount("ro");
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings_for(dir.path(), &db_url, &Spawn::default());
