@@ -1483,16 +1483,16 @@ impl Store for SqliteStore {
             let _ = writer.close().await;
         }
         self.pool.close().await;
-        // sqlx's `Pool::close` can return with one connection left idle: a
-        // connection on its way back whose task saw the pool still open
-        // (then awaited its ping) is pushed to the idle queue after `close`
-        // emptied it, and stays open until the pool is dropped. Another
-        // pass closes what is idle.
-        for _ in 0..3 {
-            if self.pool.size() == 0 {
-                break;
-            }
-            self.pool.close().await;
+        // sqlx's `Pool::close` does not wait for a connection on its way
+        // back to the pool (closing an idle connection hands its semaphore
+        // a permit the connection had already returned): that connection's
+        // task saw the pool open, and after its ping it is pushed to the
+        // idle queue, open until the pool is dropped. Close those as they
+        // arrive.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.pool.size() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let _ = tokio::time::timeout_at(deadline, self.pool.close()).await;
         }
     }
 }
