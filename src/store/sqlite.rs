@@ -872,19 +872,14 @@ impl Store for SqliteStore {
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
-        let by_status: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, count(*) FROM deliveries WHERE status <> 'done' GROUP BY status",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let oldest_waiting_ms: Option<i64> = sqlx::query_scalar(
-            "SELECT min(received_at) FROM deliveries \
-             WHERE status IN ('pending', 'failed', 'processing')",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let by_status: Vec<(String, i64)> = sqlx::query_as(sql::QUEUE_BY_STATUS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let oldest_waiting_ms: Option<i64> = sqlx::query_scalar(sql::OLDEST_WAITING)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
         let sink_lag: Vec<(String, i64)> = sqlx::query_as(
             "SELECT name, (SELECT coalesce(max(seq), 0) FROM events) - cursor_seq FROM sinks",
         )

@@ -127,6 +127,51 @@ async fn metrics_count_requests_by_outcome(backend: Backend) {
         &["source=\"unknown\""]
     )
     .is_some());
+
+    // The queue gauges, read from the database at scrape time: one
+    // delivery quarantined, one waiting that arrived 90 s ago.
+    let mut quarantined = fixture("stripe", "invoice.paid");
+    set_pointer(&mut quarantined, "/id", json!("evt_m5"));
+    set_pointer(&mut quarantined, "/type", json!(7));
+    let quarantined = signed(
+        name,
+        "stripe",
+        "whsec_metrics",
+        &serde_json::to_vec(&quarantined).unwrap(),
+        NOW,
+        "evt_m5",
+    );
+    assert_eq!(
+        app.send_expect(&quarantined, 200).await["status"],
+        "quarantined"
+    );
+    app.send_expect(&req("evt_m6", "whsec_metrics"), 200).await;
+    app.clock.advance_ms(90_000);
+    let text = scrape().await;
+    for (status, n) in [
+        ("pending", 1.0),
+        ("processing", 0.0),
+        ("failed", 0.0),
+        ("dead", 0.0),
+        ("quarantined", 1.0),
+    ] {
+        let label = format!("status=\"{status}\"");
+        assert_eq!(
+            sample(&text, "hookgate_queue_depth", &[&label]),
+            Some(n),
+            "{status}"
+        );
+    }
+    assert_eq!(
+        sample(&text, "hookgate_oldest_pending_age_seconds", &[]),
+        Some(90.0)
+    );
+    app.drain().await;
+    let text = scrape().await;
+    assert_eq!(
+        sample(&text, "hookgate_oldest_pending_age_seconds", &[]),
+        Some(0.0)
+    );
 }
 
 async fn scrape(app: &TestApp) -> String {
