@@ -4,7 +4,7 @@
 //! sleeping.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hookgate::app::{Application, Options};
 use hookgate::clock::ManualClock;
@@ -16,6 +16,103 @@ use serde_json::Value;
 /// The fixed "now" of every test app (2025-12-06T05:46:40Z).
 pub const NOW: i64 = 1_765_000_000;
 pub const API_TOKEN: &str = "test-api-token";
+
+/// Every source secret and API token an in-process test app was started
+/// with, whichever test started it.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Log lines and span fields, from any in-process app, that held one.
+static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn register_secrets(settings: &Settings) {
+    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    let configured = settings
+        .sources
+        .iter()
+        .flat_map(|s| s.secrets.iter())
+        .chain(settings.api.tokens.iter());
+    for secret in configured {
+        // A short value could occur by chance; every test secret is longer.
+        if secret.len() >= 8 && !secrets.contains(secret) {
+            secrets.push(secret.clone());
+        }
+    }
+}
+
+fn secret_in(text: &str) -> Option<String> {
+    SECRETS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|s| text.contains(s.as_str()))
+        .cloned()
+}
+
+/// Panics if `text` (an answer the gateway gave) holds any secret or
+/// token configured anywhere in this test run, or if any log line did.
+/// Every answer the helpers read passes through here.
+pub fn assert_no_secret(context: &str, text: &str) {
+    if let Some(secret) = secret_in(text) {
+        panic!("{context}: a configured secret ({secret:?}) is in the answer: {text}");
+    }
+    let leaks = LEAKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(leaks.is_empty(), "configured secrets in logs: {leaks:?}");
+}
+
+/// A tracing layer (in the process-wide subscriber, at debug level for
+/// hookgate) that records every event and span field holding a secret.
+pub struct LeakLayer;
+
+struct Text(String);
+
+impl tracing::field::Visit for Text {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!(" {}={value}", field.name()));
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+}
+
+impl LeakLayer {
+    fn check(what: &str, name: &str, text: Text) {
+        if secret_in(&text.0).is_some() {
+            LEAKS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{what} {name}:{}", text.0));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LeakLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        Self::check("event", event.metadata().target(), text);
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut text = Text(String::new());
+        attrs.record(&mut text);
+        Self::check("span", attrs.metadata().name(), text);
+    }
+
+    fn on_record(
+        &self,
+        _: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut text = Text(String::new());
+        values.record(&mut text);
+        Self::check("span record", "", text);
+    }
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -275,6 +372,11 @@ pub async fn spawn_app_configured(spawn: Spawn, adjust: impl FnOnce(&mut Setting
     };
     let mut settings = settings_for(dir.path(), &db.url, &spawn);
     adjust(&mut settings);
+    // Every app logs through the process-wide subscriber, whose leak layer
+    // checks each line against every secret configured so far.
+    crate::telemetry::global();
+    register_secrets(&settings);
+    assert_no_secret("before start", "");
     let clock = Arc::new(ManualClock::at_unix(NOW));
     let app = Application::build(
         settings,
@@ -441,6 +543,7 @@ impl TestApp {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
+        assert_no_secret(&req.path, &text);
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
             status,
@@ -470,7 +573,9 @@ impl TestApp {
             .await
             .expect("request sent");
         let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let text = response.text().await.unwrap_or_default();
+        assert_no_secret(path, &text);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// An operator's POST, with a JSON body when given.
@@ -484,7 +589,9 @@ impl TestApp {
         }
         let response = req.send().await.expect("request sent");
         let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let text = response.text().await.unwrap_or_default();
+        assert_no_secret(path, &text);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// Every catalog event, paging through the cursor.

@@ -55,7 +55,9 @@ async fn metrics_count_requests_by_outcome(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        r.text().await.unwrap()
+        let text = r.text().await.unwrap();
+        assert_no_secret("/metrics", &text);
+        text
     };
     let text = scrape().await;
     let src = format!("source=\"{name}\"");
@@ -175,14 +177,17 @@ async fn metrics_count_requests_by_outcome(backend: Backend) {
 }
 
 async fn scrape(app: &TestApp) -> String {
-    app.client
+    let text = app
+        .client
         .get(format!("{}/metrics", app.address))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap()
+        .unwrap();
+    assert_no_secret("/metrics", &text);
+    text
 }
 
 async fn metrics_publish_lag_per_sink_in_events_and_seconds(backend: Backend) {

@@ -4,10 +4,12 @@
 //! decoding the protobuf the exporter posts to `/v1/traces`).
 //!
 //! The HTTP server runs on threads of its own, so the spans are captured by
-//! a process-wide subscriber, installed once for this test binary (nothing
-//! else installs one): hookgate's info spans go to an in-memory capture
-//! layer and to the OTLP layer built by `telemetry::otlp_layer`. Tests find
-//! their own spans by their delivery ids.
+//! a process-wide subscriber, installed once for this test binary by the
+//! first test app started (`helpers::spawn_app_configured`; nothing else
+//! installs one): hookgate's info spans go to an in-memory capture layer
+//! and to the OTLP layer built by `telemetry::otlp_layer`, and its debug
+//! events and spans to `helpers::LeakLayer`, which looks for configured
+//! secrets. Tests find their own spans by their delivery ids.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,7 +81,7 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CaptureLayer 
     }
 }
 
-struct Global {
+pub struct Global {
     spans: Arc<Mutex<Vec<SpanRecord>>>,
     /// Bodies posted to the receiver's `/v1/traces`.
     exports: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -175,7 +177,7 @@ fn decode_exports(exports: &[Vec<u8>]) -> (Vec<String>, Vec<(String, BTreeMap<St
     (service_names, seen)
 }
 
-fn global() -> &'static Global {
+pub fn global() -> &'static Global {
     static GLOBAL: OnceLock<Global> = OnceLock::new();
     GLOBAL.get_or_init(|| {
         let exports = Arc::new(Mutex::new(Vec::new()));
@@ -187,12 +189,15 @@ fn global() -> &'static Global {
         };
         let (otlp, provider) = hookgate::telemetry::otlp_layer(&settings).unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let filter = tracing_subscriber::filter::Targets::new()
-            .with_target("hookgate", tracing::Level::INFO);
+        let info = || {
+            tracing_subscriber::filter::Targets::new().with_target("hookgate", tracing::Level::INFO)
+        };
+        let debug = tracing_subscriber::filter::Targets::new()
+            .with_target("hookgate", tracing::Level::DEBUG);
         let subscriber = tracing_subscriber::registry()
-            .with(filter)
-            .with(CaptureLayer(spans.clone()))
-            .with(otlp);
+            .with(CaptureLayer(spans.clone()).with_filter(info()))
+            .with(otlp.with_filter(info()))
+            .with(LeakLayer.with_filter(debug));
         tracing::subscriber::set_global_default(subscriber)
             .expect("no other test installs a global subscriber");
         Global {
