@@ -555,7 +555,8 @@ impl Ingestor {
             body: body.filter(|_| matches!(error, IngestError::SchemaViolation(_))),
         };
         if self.rejections.try_send(rejection).is_err() {
-            tracing::warn!(
+            metrics::counter!(crate::telemetry::metrics::REJECTIONS_UNRECORDED).increment(1);
+            tracing::debug!(
                 source,
                 "rejection log is full; a rejection was not recorded"
             );
@@ -583,6 +584,15 @@ pub fn new_id(prefix: &str, now_ms: i64) -> String {
     format!("{prefix}_{ulid}")
 }
 
+/// How long the rejection log retries a batch the database refuses before
+/// it gives the batch up (counted in `hookgate_rejections_unrecorded_total`).
+const REJECTION_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The audit trail of refusals, written off the request path in batches.
+/// While the database is away a batch is retried (an outage's refusals are
+/// kept), and up to 1 024 more wait in the channel; past that, refusals are
+/// counted but not kept, so a flood of bad requests cannot queue without
+/// bound.
 fn spawn_rejection_log(store: DynStore) -> mpsc::Sender<Rejection> {
     let (tx, mut rx) = mpsc::channel::<Rejection>(1024);
     tokio::spawn(async move {
@@ -595,8 +605,20 @@ fn spawn_rejection_log(store: DynStore) -> mpsc::Sender<Rejection> {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = store.record_rejections(&batch).await {
-                tracing::warn!(error = %e, count = batch.len(), "could not record rejections");
+            let started = tokio::time::Instant::now();
+            let mut backoff = std::time::Duration::from_millis(100);
+            while let Err(e) = store.record_rejections(&batch).await {
+                if started.elapsed() >= REJECTION_RETRY_FOR {
+                    tracing::warn!(error = %e, count = batch.len(), "could not record rejections; given up");
+                    metrics::counter!(crate::telemetry::metrics::REJECTIONS_UNRECORDED)
+                        .increment(batch.len() as u64);
+                    break;
+                }
+                if backoff == std::time::Duration::from_millis(100) {
+                    tracing::warn!(error = %e, count = batch.len(), "could not record rejections; retrying");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
             }
             batch.clear();
         }

@@ -153,6 +153,9 @@ pub mod metrics {
     pub const PUBLISH_LAG: &str = "hookgate_publish_lag_events";
     pub const PUBLISH_LAG_SECONDS: &str = "hookgate_publish_lag_seconds";
     pub const RETENTION_REMOVED: &str = "hookgate_retention_removed_total";
+    /// Rejections the audit trail could not keep: its buffer was full (a
+    /// flood), or the database refused them for longer than the log retries.
+    pub const REJECTIONS_UNRECORDED: &str = "hookgate_rejections_unrecorded_total";
     /// Push subscription attempts by subscription and outcome (`delivered`,
     /// `failed`, `dead`).
     pub const PUSH_ATTEMPTS: &str = "hookgate_push_attempts_total";

@@ -245,6 +245,12 @@ async fn postgres_outage_answers_503_and_recovers() {
             "no internals leak: {body}"
         );
     }
+    // A forged request is refused without the database; its rejection
+    // waits for the database to come back instead of being dropped.
+    let forged = stripe_request("evt_forged_during_outage").header("stripe-signature", "t=1,v1=00");
+    let refused = app.send(&forged).await;
+    assert_eq!(refused.status, 401, "{}", refused.json);
+    let refused_code = refused.code().to_string();
     let r = app
         .client
         .get(format!("{}/readyz", app.address))
@@ -278,6 +284,28 @@ async fn postgres_outage_answers_503_and_recovers() {
         .collect();
     ids.sort();
     assert_eq!(ids, ["evt_before_outage", "evt_during_outage_0"]);
+
+    // The rejection logged during the outage reached the audit trail.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, page) = app.get("/v1/admin/rejections?limit=100").await;
+        assert_eq!(status, 200, "{page}");
+        let codes: Vec<&str> = page["rejections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["code"].as_str())
+            .collect();
+        if codes == [refused_code.as_str()] {
+            break;
+        }
+        assert!(codes.is_empty(), "one rejection, once: {page}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outage's rejection was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Instance one has no workers; instance two's sweep is a minute. Only
