@@ -42,37 +42,45 @@ pub struct AppState {
     pub stream_keepalive: std::time::Duration,
 }
 
-/// Route patterns whose handlers `authorize` a bearer token first.
-const TOKEN_ROUTES: [&str; 3] = ["/v1/admin/", "/v1/events", "/v1/catalog"];
+/// An extractor's refusal: the query, body or path it could not read.
+/// On the token-protected routes the token was checked before (see
+/// `require_token`), so this never tells a caller without one what the
+/// route expects.
+fn malformed(message: String) -> actix_web::Error {
+    ApiError::BadRequest(message).into()
+}
 
-/// An extractor's refusal. Extractors run before the handler's
-/// `authorize`, so on a route that needs a token, a caller without a valid
-/// one gets the 401, not a 400 describing the query or body it should send.
-fn malformed(req: &HttpRequest, message: String) -> actix_web::Error {
-    let needs_token = req
-        .match_pattern()
-        .is_some_and(|p| TOKEN_ROUTES.iter().any(|prefix| p.starts_with(prefix)));
-    let state = req.app_data::<web::Data<AppState>>();
-    match state {
-        Some(state) if needs_token && api::authorize(req, state).is_err() => {
-            ApiError::Unauthorized.into()
-        }
-        _ => ApiError::BadRequest(message).into(),
+/// The bearer-token check of the consumer and operator APIs, as
+/// middleware on their scopes: it runs before routing inside the scope and
+/// before any extractor, so a caller without a valid token gets 401 and
+/// nothing else (not a 400 describing the query or body, nor 404/405
+/// telling which routes exist), and a route added to a scope is protected
+/// without doing anything. Handlers keep their own `authorize` call as a
+/// second line.
+async fn require_token(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let authorized = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| api::authorize(req.request(), state).is_ok());
+    if !authorized {
+        return Err(ApiError::Unauthorized.into());
     }
+    next.call(req).await
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use actix_web::middleware::from_fn;
     cfg.app_data(
-        web::QueryConfig::default()
-            .error_handler(|e, req| malformed(req, format!("invalid query: {e}"))),
+        web::QueryConfig::default().error_handler(|e, _| malformed(format!("invalid query: {e}"))),
     )
     .app_data(
         web::JsonConfig::default()
-            .error_handler(|e, req| malformed(req, format!("invalid JSON body: {e}"))),
+            .error_handler(|e, _| malformed(format!("invalid JSON body: {e}"))),
     )
     .app_data(
-        web::PathConfig::default()
-            .error_handler(|e, req| malformed(req, format!("invalid path: {e}"))),
+        web::PathConfig::default().error_handler(|e, _| malformed(format!("invalid path: {e}"))),
     )
     .service(
         web::resource("/v1/webhooks/{source}")
@@ -85,94 +93,92 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(ingress::receive_with_token))
             .default_service(web::to(method_not_allowed)),
     )
-    .route("/v1/events", web::get().to(api::list_events))
-    // Before `{id}`, which would take "stream" for an event id.
-    .route("/v1/events/stream", web::get().to(stream::stream_events))
-    .route("/v1/events/{id}", web::get().to(api::get_event))
-    .route("/v1/catalog", web::get().to(api::catalog))
-    // The fixed paths before `{id}`: a resource answers 405 for a method it
-    // lacks instead of passing the request on.
-    .route(
-        "/v1/admin/deliveries",
-        web::get().to(admin::list_deliveries),
+    .service(
+        web::scope("/v1/events")
+            .wrap(from_fn(require_token))
+            .route("", web::get().to(api::list_events))
+            // Before `{id}`, which would take "stream" for an event id.
+            .route("/stream", web::get().to(stream::stream_events))
+            .route("/{id}", web::get().to(api::get_event)),
     )
-    .route(
-        "/v1/admin/deliveries/replay",
-        web::post().to(admin::replay_matching),
+    .service(
+        web::resource("/v1/catalog")
+            .wrap(from_fn(require_token))
+            .route(web::get().to(api::catalog)),
     )
-    .route(
-        "/v1/admin/deliveries/release",
-        web::post().to(admin::release_matching),
-    )
-    .route(
-        "/v1/admin/deliveries/{id}",
-        web::get().to(admin::get_delivery),
-    )
-    .route(
-        "/v1/admin/deliveries/{id}/replay",
-        web::post().to(admin::replay_delivery),
-    )
-    .route(
-        "/v1/admin/deliveries/{id}/release",
-        web::post().to(admin::release_delivery),
-    )
-    .route(
-        "/v1/admin/deliveries/{id}/discard",
-        web::post().to(admin::discard_delivery),
-    )
-    .route(
-        "/v1/admin/rejections",
-        web::get().to(admin::list_rejections),
-    )
-    .route(
-        "/v1/admin/rejections/{id}",
-        web::get().to(admin::get_rejection),
+    .service(
+        web::scope("/v1/admin")
+            .wrap(from_fn(require_token))
+            // The fixed paths before `{id}`: a resource answers 405 for a
+            // method it lacks instead of passing the request on.
+            .route("/deliveries", web::get().to(admin::list_deliveries))
+            .route("/deliveries/replay", web::post().to(admin::replay_matching))
+            .route(
+                "/deliveries/release",
+                web::post().to(admin::release_matching),
+            )
+            .route("/deliveries/{id}", web::get().to(admin::get_delivery))
+            .route(
+                "/deliveries/{id}/replay",
+                web::post().to(admin::replay_delivery),
+            )
+            .route(
+                "/deliveries/{id}/release",
+                web::post().to(admin::release_delivery),
+            )
+            .route(
+                "/deliveries/{id}/discard",
+                web::post().to(admin::discard_delivery),
+            )
+            .route("/rejections", web::get().to(admin::list_rejections))
+            .route("/rejections/{id}", web::get().to(admin::get_rejection))
+            .service(
+                web::resource("/subscriptions")
+                    .route(web::get().to(subscriptions::list))
+                    .route(web::post().to(subscriptions::create))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/subscriptions/{name}")
+                    .route(web::get().to(subscriptions::get))
+                    .route(web::delete().to(subscriptions::delete))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .route(
+                "/subscriptions/{name}/pause",
+                web::post().to(subscriptions::pause),
+            )
+            .route(
+                "/subscriptions/{name}/resume",
+                web::post().to(subscriptions::resume),
+            )
+            .route(
+                "/subscriptions/{name}/rotate-secret",
+                web::post().to(subscriptions::rotate),
+            )
+            .route(
+                "/subscriptions/{name}/messages",
+                web::get().to(subscriptions::messages),
+            )
+            .route(
+                "/subscriptions/{name}/attempts",
+                web::get().to(subscriptions::attempts),
+            )
+            .route(
+                "/subscriptions/{name}/dead-letters",
+                web::get().to(subscriptions::dead_letters),
+            )
+            .route(
+                "/subscriptions/{name}/dead-letters/replay",
+                web::post().to(subscriptions::replay_all),
+            )
+            .route(
+                "/subscriptions/{name}/dead-letters/{id}/replay",
+                web::post().to(subscriptions::replay_one),
+            )
+            .default_service(web::to(not_found)),
     )
     .configure(ui::routes)
-    .service(
-        web::resource("/v1/admin/subscriptions")
-            .route(web::get().to(subscriptions::list))
-            .route(web::post().to(subscriptions::create))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/admin/subscriptions/{name}")
-            .route(web::get().to(subscriptions::get))
-            .route(web::delete().to(subscriptions::delete))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route(
-        "/v1/admin/subscriptions/{name}/pause",
-        web::post().to(subscriptions::pause),
-    )
-    .route(
-        "/v1/admin/subscriptions/{name}/resume",
-        web::post().to(subscriptions::resume),
-    )
-    .route(
-        "/v1/admin/subscriptions/{name}/rotate-secret",
-        web::post().to(subscriptions::rotate),
-    )
-    .route(
-        "/v1/admin/subscriptions/{name}/messages",
-        web::get().to(subscriptions::messages),
-    )
-    .route(
-        "/v1/admin/subscriptions/{name}/attempts",
-        web::get().to(subscriptions::attempts),
-    )
-    .route(
-        "/v1/admin/subscriptions/{name}/dead-letters",
-        web::get().to(subscriptions::dead_letters),
-    )
-    .route(
-        "/v1/admin/subscriptions/{name}/dead-letters/replay",
-        web::post().to(subscriptions::replay_all),
-    )
-    .route(
-        "/v1/admin/subscriptions/{name}/dead-letters/{id}/replay",
-        web::post().to(subscriptions::replay_one),
-    )
     .route("/metrics", web::get().to(api::metrics))
     .route("/healthz", web::get().to(api::healthz))
     .route("/readyz", web::get().to(api::readyz));

@@ -906,6 +906,34 @@ async fn admin_every_route_refuses_a_missing_or_wrong_token(backend: Backend) {
             }
         }
     }
+    // Without a token, which routes exist is not told either: an unknown
+    // path and a method a route lacks are 401 too...
+    let probes = [
+        ("GET", "/v1/admin/no-such-route", 404),
+        ("PUT", "/v1/admin/subscriptions", 405),
+        ("GET", "/v1/events/evt_x/no-such-route", 404),
+        ("POST", "/v1/catalog", 405),
+    ];
+    for (method, path, _) in probes {
+        let r = app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{method} {path}");
+    }
+    // ...and with one, they are what they are.
+    for (method, path, status) in probes {
+        let r = app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.address))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+    }
     // With the token, the same malformed requests are the caller's mistake.
     let (status, answer) = app.get("/v1/admin/deliveries?bogus=1").await;
     assert_eq!(status, 400, "{answer}");
