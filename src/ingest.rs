@@ -607,6 +607,7 @@ fn spawn_rejection_log(store: DynStore) -> mpsc::Sender<Rejection> {
             }
             let started = tokio::time::Instant::now();
             let mut backoff = std::time::Duration::from_millis(100);
+            let mut warned = false;
             while let Err(e) = store.record_rejections(&batch).await {
                 if started.elapsed() >= REJECTION_RETRY_FOR {
                     tracing::warn!(error = %e, count = batch.len(), "could not record rejections; given up");
@@ -614,7 +615,8 @@ fn spawn_rejection_log(store: DynStore) -> mpsc::Sender<Rejection> {
                         .increment(batch.len() as u64);
                     break;
                 }
-                if backoff == std::time::Duration::from_millis(100) {
+                if !warned {
+                    warned = true;
                     tracing::warn!(error = %e, count = batch.len(), "could not record rejections; retrying");
                 }
                 tokio::time::sleep(backoff).await;

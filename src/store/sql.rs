@@ -859,8 +859,7 @@ pub const REPLAY_MESSAGES: &str = "UPDATE push_messages SET status = 'pending', 
      WHERE subscription = $1 AND status = 'dead'";
 
 /// The push backlog for `/metrics`: undelivered messages per subscription
-/// and status.
-/// One branch per indexed status group, as for the deliveries above
+/// and status, one branch per indexed status group, as for the deliveries above
 /// (PostgreSQL: push_messages_due and push_messages_dead).
 pub const PUSH_BACKLOG: &str = "SELECT subscription, status, count(*) FROM push_messages \
      WHERE status IN ('pending', 'failed', 'delivering') GROUP BY subscription, status \
