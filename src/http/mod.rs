@@ -96,42 +96,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::scope("/v1/events")
             .wrap(from_fn(require_token))
-            .route("", web::get().to(api::list_events))
+            .service(one("", web::get().to(api::list_events)))
             // Before `{id}`, which would take "stream" for an event id.
-            .route("/stream", web::get().to(stream::stream_events))
-            .route("/{id}", web::get().to(api::get_event)),
+            .service(one("/stream", web::get().to(stream::stream_events)))
+            .service(one("/{id}", web::get().to(api::get_event))),
     )
-    .service(
-        web::resource("/v1/catalog")
-            .wrap(from_fn(require_token))
-            .route(web::get().to(api::catalog)),
-    )
+    .service(one("/v1/catalog", web::get().to(api::catalog)).wrap(from_fn(require_token)))
     .service(
         web::scope("/v1/admin")
             .wrap(from_fn(require_token))
             // The fixed paths before `{id}`: a resource answers 405 for a
             // method it lacks instead of passing the request on.
-            .route("/deliveries", web::get().to(admin::list_deliveries))
-            .route("/deliveries/replay", web::post().to(admin::replay_matching))
-            .route(
+            .service(one("/deliveries", web::get().to(admin::list_deliveries)))
+            .service(one(
+                "/deliveries/replay",
+                web::post().to(admin::replay_matching),
+            ))
+            .service(one(
                 "/deliveries/release",
                 web::post().to(admin::release_matching),
-            )
-            .route("/deliveries/{id}", web::get().to(admin::get_delivery))
-            .route(
+            ))
+            .service(one("/deliveries/{id}", web::get().to(admin::get_delivery)))
+            .service(one(
                 "/deliveries/{id}/replay",
                 web::post().to(admin::replay_delivery),
-            )
-            .route(
+            ))
+            .service(one(
                 "/deliveries/{id}/release",
                 web::post().to(admin::release_delivery),
-            )
-            .route(
+            ))
+            .service(one(
                 "/deliveries/{id}/discard",
                 web::post().to(admin::discard_delivery),
-            )
-            .route("/rejections", web::get().to(admin::list_rejections))
-            .route("/rejections/{id}", web::get().to(admin::get_rejection))
+            ))
+            .service(one("/rejections", web::get().to(admin::list_rejections)))
+            .service(one("/rejections/{id}", web::get().to(admin::get_rejection)))
             .service(
                 web::resource("/subscriptions")
                     .route(web::get().to(subscriptions::list))
@@ -144,44 +143,52 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(subscriptions::delete))
                     .default_service(web::to(method_not_allowed)),
             )
-            .route(
+            .service(one(
                 "/subscriptions/{name}/pause",
                 web::post().to(subscriptions::pause),
-            )
-            .route(
+            ))
+            .service(one(
                 "/subscriptions/{name}/resume",
                 web::post().to(subscriptions::resume),
-            )
-            .route(
+            ))
+            .service(one(
                 "/subscriptions/{name}/rotate-secret",
                 web::post().to(subscriptions::rotate),
-            )
-            .route(
+            ))
+            .service(one(
                 "/subscriptions/{name}/messages",
                 web::get().to(subscriptions::messages),
-            )
-            .route(
+            ))
+            .service(one(
                 "/subscriptions/{name}/attempts",
                 web::get().to(subscriptions::attempts),
-            )
-            .route(
+            ))
+            .service(one(
                 "/subscriptions/{name}/dead-letters",
                 web::get().to(subscriptions::dead_letters),
-            )
-            .route(
+            ))
+            .service(one(
                 "/subscriptions/{name}/dead-letters/replay",
                 web::post().to(subscriptions::replay_all),
-            )
-            .route(
+            ))
+            .service(one(
                 "/subscriptions/{name}/dead-letters/{id}/replay",
                 web::post().to(subscriptions::replay_one),
-            )
+            ))
             .default_service(web::to(not_found)),
     )
     .configure(ui::routes)
     .route("/metrics", web::get().to(api::metrics))
     .route("/healthz", web::get().to(api::healthz))
     .route("/readyz", web::get().to(api::readyz));
+}
+
+/// A resource for one method at `path`: any other method is a 405 (a
+/// bare `.route()` would fall through to the next route, then to 404).
+fn one(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(method_not_allowed))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

@@ -911,6 +911,8 @@ async fn admin_every_route_refuses_a_missing_or_wrong_token(backend: Backend) {
     let probes = [
         ("GET", "/v1/admin/no-such-route", 404),
         ("PUT", "/v1/admin/subscriptions", 405),
+        ("DELETE", "/v1/admin/deliveries", 405),
+        ("GET", "/v1/admin/deliveries/replay", 405),
         ("GET", "/v1/events/evt_x/no-such-route", 404),
         ("POST", "/v1/catalog", 405),
     ];
