@@ -185,13 +185,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// A resource for one method at `path`: any other method is a 405 (a
 /// bare `.route()` would fall through to the next route, then to 404).
-fn one(path: &str, route: actix_web::Route) -> actix_web::Resource {
+pub(crate) fn one(path: &str, route: actix_web::Route) -> actix_web::Resource {
     web::resource(path)
         .route(route)
         .default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 

@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 use super::admin::{self, DeliveryParams, RejectionsQuery};
 use super::api::token_index;
 use super::error::{ApiError, UiError};
-use super::AppState;
+use super::{method_not_allowed, one, AppState};
 use crate::clock::{from_unix_ms, rfc3339};
 use crate::store::{DeliveryRecord, DeliveryStatus, RejectionRecord};
 
@@ -49,23 +49,26 @@ const STATUSES: [&str; 7] = [
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ui", web::get().to(home))
-        .route("/ui/", web::get().to(home))
+    // One resource per path, as for the APIs: a method a page lacks is a
+    // 405, not a 404.
+    cfg.service(one("/ui", web::get().to(home)))
+        .service(one("/ui/", web::get().to(home)))
         .service(
             web::resource("/ui/login")
                 .route(web::get().to(login_page))
-                .route(web::post().to(login)),
+                .route(web::post().to(login))
+                .default_service(web::to(method_not_allowed)),
         )
-        .route("/ui/logout", web::post().to(logout))
-        .route("/ui/deliveries", web::get().to(deliveries))
-        .route("/ui/deliveries/{id}", web::get().to(delivery))
-        .route("/ui/deliveries/{id}/replay", web::post().to(replay))
-        .route("/ui/deliveries/{id}/release", web::post().to(release))
-        .route("/ui/deliveries/{id}/discard", web::post().to(discard))
-        .route("/ui/rejections", web::get().to(rejections))
-        .route("/ui/sources", web::get().to(sources))
-        .route("/ui/subscriptions", web::get().to(subscriptions))
-        .route("/ui/subscriptions/{name}", web::get().to(subscription));
+        .service(one("/ui/logout", web::post().to(logout)))
+        .service(one("/ui/deliveries", web::get().to(deliveries)))
+        .service(one("/ui/deliveries/{id}", web::get().to(delivery)))
+        .service(one("/ui/deliveries/{id}/replay", web::post().to(replay)))
+        .service(one("/ui/deliveries/{id}/release", web::post().to(release)))
+        .service(one("/ui/deliveries/{id}/discard", web::post().to(discard)))
+        .service(one("/ui/rejections", web::get().to(rejections)))
+        .service(one("/ui/sources", web::get().to(sources)))
+        .service(one("/ui/subscriptions", web::get().to(subscriptions)))
+        .service(one("/ui/subscriptions/{name}", web::get().to(subscription)));
 }
 
 // ---------------------------------------------------------------- sessions

@@ -96,6 +96,26 @@ async fn ui_pages_redirect_to_login_without_a_session(backend: Backend) {
     let p = ui_post(&app, "/ui/deliveries/dlv_x/replay", None, &[("csrf", "x")]).await;
     assert_eq!(p.status, 401, "an action without a session is refused");
 
+    // A method a page lacks is a 405 (a fall-through would be a 404), and
+    // a path that is no page a 404.
+    let client = raw_client();
+    for (method, path, status) in [
+        ("DELETE", "/ui/deliveries", 405),
+        ("POST", "/ui/deliveries/dlv_x", 405),
+        ("GET", "/ui/deliveries/dlv_x/replay", 405),
+        ("GET", "/ui/logout", 405),
+        ("PUT", "/ui/login", 405),
+        ("GET", "/ui/nothing-here", 404),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+    }
+
     // A session cookie signed for another token is refused too.
     let cookie = login(&app).await;
     let (name, value) = cookie.split_once('=').unwrap();
