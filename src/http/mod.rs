@@ -13,7 +13,7 @@ pub mod ui;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use secrecy::SecretString;
 
 use crate::catalog::Catalog;
@@ -83,95 +83,100 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default().error_handler(|e, _| malformed(format!("invalid path: {e}"))),
     )
     .service(
-        web::resource("/v1/webhooks/{source}")
-            .route(web::post().to(ingress::receive))
-            .route(web::get().to(ingress::challenge))
-            .default_service(web::to(method_not_allowed)),
+        resource("/v1/webhooks/{source}", web::post().to(ingress::receive))
+            .route(web::get().to(ingress::challenge)),
     )
-    .service(
-        web::resource("/v1/webhooks/{source}/{token}")
-            .route(web::post().to(ingress::receive_with_token))
-            .default_service(web::to(method_not_allowed)),
-    )
+    .service(resource(
+        "/v1/webhooks/{source}/{token}",
+        web::post().to(ingress::receive_with_token),
+    ))
     .service(
         web::scope("/v1/events")
             .wrap(from_fn(require_token))
-            .service(one("", web::get().to(api::list_events)))
+            .service(resource("", web::get().to(api::list_events)))
             // Before `{id}`, which would take "stream" for an event id.
-            .service(one("/stream", web::get().to(stream::stream_events)))
-            .service(one("/{id}", web::get().to(api::get_event))),
+            .service(resource("/stream", web::get().to(stream::stream_events)))
+            .service(resource("/{id}", web::get().to(api::get_event))),
     )
-    .service(one("/v1/catalog", web::get().to(api::catalog)).wrap(from_fn(require_token)))
+    .service(resource("/v1/catalog", web::get().to(api::catalog)).wrap(from_fn(require_token)))
     .service(
         web::scope("/v1/admin")
             .wrap(from_fn(require_token))
             // The fixed paths before `{id}`: a resource answers 405 for a
             // method it lacks instead of passing the request on.
-            .service(one("/deliveries", web::get().to(admin::list_deliveries)))
-            .service(one(
+            .service(resource(
+                "/deliveries",
+                web::get().to(admin::list_deliveries),
+            ))
+            .service(resource(
                 "/deliveries/replay",
                 web::post().to(admin::replay_matching),
             ))
-            .service(one(
+            .service(resource(
                 "/deliveries/release",
                 web::post().to(admin::release_matching),
             ))
-            .service(one("/deliveries/{id}", web::get().to(admin::get_delivery)))
-            .service(one(
+            .service(resource(
+                "/deliveries/{id}",
+                web::get().to(admin::get_delivery),
+            ))
+            .service(resource(
                 "/deliveries/{id}/replay",
                 web::post().to(admin::replay_delivery),
             ))
-            .service(one(
+            .service(resource(
                 "/deliveries/{id}/release",
                 web::post().to(admin::release_delivery),
             ))
-            .service(one(
+            .service(resource(
                 "/deliveries/{id}/discard",
                 web::post().to(admin::discard_delivery),
             ))
-            .service(one("/rejections", web::get().to(admin::list_rejections)))
-            .service(one("/rejections/{id}", web::get().to(admin::get_rejection)))
+            .service(resource(
+                "/rejections",
+                web::get().to(admin::list_rejections),
+            ))
+            .service(resource(
+                "/rejections/{id}",
+                web::get().to(admin::get_rejection),
+            ))
             .service(
-                web::resource("/subscriptions")
-                    .route(web::get().to(subscriptions::list))
-                    .route(web::post().to(subscriptions::create))
-                    .default_service(web::to(method_not_allowed)),
+                resource("/subscriptions", web::get().to(subscriptions::list))
+                    .route(web::post().to(subscriptions::create)),
             )
             .service(
-                web::resource("/subscriptions/{name}")
-                    .route(web::get().to(subscriptions::get))
-                    .route(web::delete().to(subscriptions::delete))
-                    .default_service(web::to(method_not_allowed)),
+                resource("/subscriptions/{name}", web::get().to(subscriptions::get))
+                    .route(web::delete().to(subscriptions::delete)),
             )
-            .service(one(
+            .service(resource(
                 "/subscriptions/{name}/pause",
                 web::post().to(subscriptions::pause),
             ))
-            .service(one(
+            .service(resource(
                 "/subscriptions/{name}/resume",
                 web::post().to(subscriptions::resume),
             ))
-            .service(one(
+            .service(resource(
                 "/subscriptions/{name}/rotate-secret",
                 web::post().to(subscriptions::rotate),
             ))
-            .service(one(
+            .service(resource(
                 "/subscriptions/{name}/messages",
                 web::get().to(subscriptions::messages),
             ))
-            .service(one(
+            .service(resource(
                 "/subscriptions/{name}/attempts",
                 web::get().to(subscriptions::attempts),
             ))
-            .service(one(
+            .service(resource(
                 "/subscriptions/{name}/dead-letters",
                 web::get().to(subscriptions::dead_letters),
             ))
-            .service(one(
+            .service(resource(
                 "/subscriptions/{name}/dead-letters/replay",
                 web::post().to(subscriptions::replay_all),
             ))
-            .service(one(
+            .service(resource(
                 "/subscriptions/{name}/dead-letters/{id}/replay",
                 web::post().to(subscriptions::replay_one),
             ))
@@ -183,19 +188,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(api::readyz));
 }
 
-/// A resource for one method at `path`: any other method is a 405 (a
-/// bare `.route()` would fall through to the next route, then to 404).
-pub(crate) fn one(path: &str, route: actix_web::Route) -> actix_web::Resource {
+/// A resource at `path` answering `route` (chain `.route()` for more
+/// methods): any other method is a 405 (a bare `App::route` would fall
+/// through to the next route, then to 404).
+pub(crate) fn resource(path: &str, route: actix_web::Route) -> actix_web::Resource {
     web::resource(path)
         .route(route)
         .default_service(web::to(method_not_allowed))
 }
 
-pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let _ = req;
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".into()))
 }

@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 use super::admin::{self, DeliveryParams, RejectionsQuery};
 use super::api::token_index;
 use super::error::{ApiError, UiError};
-use super::{method_not_allowed, one, AppState};
+use super::{resource, AppState};
 use crate::clock::{from_unix_ms, rfc3339};
 use crate::store::{DeliveryRecord, DeliveryStatus, RejectionRecord};
 
@@ -51,24 +51,31 @@ const STATUSES: [&str; 7] = [
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // One resource per path, as for the APIs: a method a page lacks is a
     // 405, not a 404.
-    cfg.service(one("/ui", web::get().to(home)))
-        .service(one("/ui/", web::get().to(home)))
-        .service(
-            web::resource("/ui/login")
-                .route(web::get().to(login_page))
-                .route(web::post().to(login))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(one("/ui/logout", web::post().to(logout)))
-        .service(one("/ui/deliveries", web::get().to(deliveries)))
-        .service(one("/ui/deliveries/{id}", web::get().to(delivery)))
-        .service(one("/ui/deliveries/{id}/replay", web::post().to(replay)))
-        .service(one("/ui/deliveries/{id}/release", web::post().to(release)))
-        .service(one("/ui/deliveries/{id}/discard", web::post().to(discard)))
-        .service(one("/ui/rejections", web::get().to(rejections)))
-        .service(one("/ui/sources", web::get().to(sources)))
-        .service(one("/ui/subscriptions", web::get().to(subscriptions)))
-        .service(one("/ui/subscriptions/{name}", web::get().to(subscription)));
+    cfg.service(resource("/ui", web::get().to(home)))
+        .service(resource("/ui/", web::get().to(home)))
+        .service(resource("/ui/login", web::get().to(login_page)).route(web::post().to(login)))
+        .service(resource("/ui/logout", web::post().to(logout)))
+        .service(resource("/ui/deliveries", web::get().to(deliveries)))
+        .service(resource("/ui/deliveries/{id}", web::get().to(delivery)))
+        .service(resource(
+            "/ui/deliveries/{id}/replay",
+            web::post().to(replay),
+        ))
+        .service(resource(
+            "/ui/deliveries/{id}/release",
+            web::post().to(release),
+        ))
+        .service(resource(
+            "/ui/deliveries/{id}/discard",
+            web::post().to(discard),
+        ))
+        .service(resource("/ui/rejections", web::get().to(rejections)))
+        .service(resource("/ui/sources", web::get().to(sources)))
+        .service(resource("/ui/subscriptions", web::get().to(subscriptions)))
+        .service(resource(
+            "/ui/subscriptions/{name}",
+            web::get().to(subscription),
+        ));
 }
 
 // ---------------------------------------------------------------- sessions
